@@ -1,0 +1,3 @@
+module stagesub.dev/internal
+
+go 1.26

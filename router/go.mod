@@ -1,0 +1,13 @@
+module stagesub.dev/router
+
+go 1.26
+
+require (
+	stagesub.dev/registry v0.0.0
+	stagesub.dev/internal v0.0.0
+)
+
+replace (
+	stagesub.dev/registry => ../registry
+	stagesub.dev/internal => ../internal
+)
