@@ -1,0 +1,92 @@
+package main_test
+
+import (
+	"bytes"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	main "stagesub.dev/admin/cmd/stagesub-admin"
+	"stagesub.dev/admin/password"
+)
+
+const testHash = "$2a$04$abcdefghijklmnopqrstuu5Cq9rsPDgPpHS1pDcTQmGqV0iDIc.Sm"
+
+func TestLoad(t *testing.T) {
+	base := []string{"STAGESUB_ADMIN_USER=root", "STAGESUB_ADMIN_PASSWORD_HASH=" + testHash}
+
+	t.Run("Defaults", func(t *testing.T) {
+		m := main.NewMain(io.Discard)
+		if err := m.Load(nil, append(base, "STAGESUB_BASE_DOMAIN=StageSub.com.")); err != nil {
+			t.Fatal(err)
+		}
+		c := m.Config
+		for _, tt := range []struct{ what, got, want string }{
+			{"listen", c.Listen, "127.0.0.1:0"},
+			{"consul", c.ConsulAddr, "127.0.0.1:8500"},
+			{"panel", c.PanelURL, "https://{slug}.stagesub.com/"},
+			{"concurrency", strconv.Itoa(c.Concurrency), "16"},
+			{"timeout", c.Timeout.String(), "2s"},
+			{"interval", c.Interval.String(), "30s"},
+		} {
+			if tt.got != tt.want {
+				t.Errorf("%s = %q, want %q", tt.what, tt.got, tt.want)
+			}
+		}
+		if !c.Register || !c.SessionKeyRandom || len(c.SessionKey) != 32 {
+			t.Errorf("register=%v random key=%v len=%d", c.Register, c.SessionKeyRandom, len(c.SessionKey))
+		}
+	})
+
+	t.Run("Overrides", func(t *testing.T) {
+		m := main.NewMain(io.Discard)
+		err := m.Load(nil, append(base, "STAGESUB_STATS_CONCURRENCY=4", "STAGESUB_STATS_TIMEOUT=500ms",
+			"STAGESUB_STATS_INTERVAL=1m", "STAGESUB_PANEL_URL=https://{slug}.localhost:8443/", "STAGESUB_REGISTER=0",
+			"STAGESUB_SESSION_KEY="+strings.Repeat("ab", 32)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := m.Config
+		if c.Concurrency != 4 || c.Timeout != 500*time.Millisecond || c.Interval != time.Minute || c.Register ||
+			c.PanelURL != "https://{slug}.localhost:8443/" || c.SessionKeyRandom || len(c.SessionKey) != 32 {
+			t.Errorf("config = %+v", c)
+		}
+	})
+
+	errs := []struct {
+		name string
+		env  []string
+	}{
+		{"ErrNoUser", []string{"STAGESUB_ADMIN_PASSWORD_HASH=" + testHash}},
+		{"ErrNoHash", []string{"STAGESUB_ADMIN_USER=root"}},
+		{"ErrBadHash", []string{"STAGESUB_ADMIN_USER=root", "STAGESUB_ADMIN_PASSWORD_HASH=secret"}},
+		{"ErrConcurrency", append(base, "STAGESUB_STATS_CONCURRENCY=0")},
+		{"ErrTimeout", append(base, "STAGESUB_STATS_TIMEOUT=soon")},
+		{"ErrSessionKey", append(base, "STAGESUB_SESSION_KEY=short")},
+		{"ErrPanelURL", append(base, "STAGESUB_PANEL_URL=https://example.com/")},
+		{"ErrStatsDSN", append(base, "STAGESUB_STATS_DSN=postgres://%zz")},
+	}
+	for _, tt := range errs {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := main.NewMain(io.Discard).Load(nil, tt.env); err == nil {
+				t.Error("Load succeeded")
+			}
+		})
+	}
+}
+
+func TestHashPassword(t *testing.T) {
+	var out bytes.Buffer
+	if err := main.HashPassword(strings.NewReader("my very long password\n"), &out); err != nil {
+		t.Fatal(err)
+	}
+	h := strings.TrimSpace(out.String())
+	if err := password.Verify(h, "my very long password"); err != nil {
+		t.Errorf("Verify(hash-password output) = %v", err)
+	}
+	if err := main.HashPassword(strings.NewReader("short\n"), io.Discard); err == nil {
+		t.Error("short password accepted")
+	}
+}

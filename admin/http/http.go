@@ -1,0 +1,435 @@
+// Package http serves the superadmin dashboard: the HTML page over the
+// cached fleet report (sortable, filterable, with its freshness), the same
+// data as JSON at /api/v1/stats, login and logout, /healthz and /metrics.
+//
+// Everything but /healthz and /metrics needs the superadmin: a session
+// cookie (Secure, HttpOnly, SameSite=Strict, HMAC-signed, bound to the
+// password hash) from the login form, or, for /api/v1/stats only, HTTP Basic
+// auth. Forms carry CSRF tokens; login attempts are rate limited per client
+// and overall. Pages never wait for a database: they render the cache.
+package http
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"stagesub.dev/admin"
+	"stagesub.dev/admin/password"
+)
+
+// Stats is what the handlers need from the report cache; *admin.Cache
+// implements it.
+type Stats interface {
+	Get() *admin.Report
+	Refresh(ctx context.Context) (*admin.Report, error)
+	Refreshing() bool
+	Interval() time.Duration
+}
+
+var _ Stats = (*admin.Cache)(nil)
+
+// Options configure a Handler.
+type Options struct {
+	Stats        Stats
+	User         string // superadmin user name, required
+	PasswordHash string // argon2id or bcrypt hash, required
+	// SessionKey signs sessions and CSRF tokens; at least 32 bytes. Replicas
+	// behind one router must share it.
+	SessionKey []byte
+	SessionTTL time.Duration // default 12h
+	// Metrics serves /metrics; nil answers 404. With MetricsToken set,
+	// /metrics needs "Authorization: Bearer <token>".
+	Metrics      http.Handler
+	MetricsToken string
+	// TrustedProxies are peers whose X-Forwarded-For is believed (the
+	// router); default loopback.
+	TrustedProxies []netip.Prefix
+	// Login limits: per client LoginRate with burst LoginBurst (default one
+	// per 10 s, burst 5), over all clients 1/s with burst 30.
+	LoginRate  rate.Limit
+	LoginBurst int
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Handler is the admin's http.Handler. Create it with New.
+type Handler struct {
+	o     Options
+	keys  keys
+	creds *credentials
+	limit *limiter
+	mux   *http.ServeMux
+}
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+var templates = template.Must(template.New("").Funcs(template.FuncMap{
+	"bytes": humanBytes,
+	"ago":   ago,
+	"when":  when,
+	"ms":    func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) },
+}).ParseFS(templateFS, "templates/*.html"))
+
+// New checks o and returns a Handler.
+func New(o Options) (*Handler, error) {
+	if o.Stats == nil {
+		return nil, errors.New("http: Stats is required")
+	}
+	if o.User == "" {
+		return nil, errors.New("http: superadmin user is required")
+	}
+	if err := password.Check(o.PasswordHash); err != nil {
+		return nil, fmt.Errorf("http: superadmin password hash: %w", err)
+	}
+	if len(o.SessionKey) < 32 {
+		return nil, errors.New("http: session key must be at least 32 bytes")
+	}
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = 12 * time.Hour
+	}
+	if o.TrustedProxies == nil {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	if o.LoginRate == 0 {
+		o.LoginRate = rate.Every(10 * time.Second)
+	}
+	if o.LoginBurst == 0 {
+		o.LoginBurst = 5
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	h := &Handler{
+		o:     o,
+		keys:  deriveKeys(o.SessionKey, o.PasswordHash),
+		creds: &credentials{user: o.User, hash: o.PasswordHash, key: mac(o.SessionKey, "basic")},
+		limit: newLimiter(o.LoginRate, o.LoginBurst, rate.Limit(1), 30),
+		mux:   http.NewServeMux(),
+	}
+	h.mux.HandleFunc("GET /healthz", h.healthz)
+	h.mux.HandleFunc("GET /metrics", h.metrics)
+	h.mux.HandleFunc("GET /login", h.loginForm)
+	h.mux.HandleFunc("POST /login", h.login)
+	h.mux.HandleFunc("POST /logout", h.requireSession(h.logout))
+	h.mux.HandleFunc("GET /{$}", h.requireSession(h.dashboard))
+	h.mux.HandleFunc("POST /refresh", h.requireSession(h.refresh))
+	h.mux.HandleFunc("GET /api/v1/stats", h.apiStats)
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Referrer-Policy", "same-origin")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+func (h *Handler) metrics(w http.ResponseWriter, r *http.Request) {
+	if h.o.Metrics == nil {
+		http.NotFound(w, r)
+		return
+	}
+	if h.o.MetricsToken != "" {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(h.o.MetricsToken)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="stagesub-admin metrics"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+	}
+	h.o.Metrics.ServeHTTP(w, r)
+}
+
+// session returns the request's valid session, if any.
+func (h *Handler) session(r *http.Request) (session, bool) {
+	c, err := r.Cookie(SessionCookie)
+	if err != nil {
+		return session{}, false
+	}
+	s, ok := h.keys.decodeSession(c.Value, h.o.Now())
+	if !ok || subtle.ConstantTimeCompare([]byte(s.user), []byte(h.o.User)) != 1 {
+		return session{}, false
+	}
+	return s, true
+}
+
+type sessionKey struct{}
+
+// requireSession redirects requests without a valid session to the login
+// page and checks the CSRF token of every POST.
+func (h *Handler) requireSession(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s, ok := h.session(r)
+		if !ok {
+			if r.Method != http.MethodGet {
+				http.Error(w, "login required", http.StatusUnauthorized)
+				return
+			}
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		if r.Method == http.MethodPost && !h.keys.validCSRF(s.nonce, r.PostFormValue(csrfField)) {
+			http.Error(w, "invalid or missing CSRF token; reload the page", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		next(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, s)))
+	}
+}
+
+func sessionFrom(r *http.Request) session {
+	s, _ := r.Context().Value(sessionKey{}).(session)
+	return s
+}
+
+func (h *Handler) setCookie(w http.ResponseWriter, name, value string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: "/", MaxAge: maxAge,
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+}
+
+// safeNext returns next if it is a path on this host, else "/".
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	return next
+}
+
+type loginPage struct {
+	CSRF  string
+	Next  string
+	Error string
+	User  string
+}
+
+func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.session(r); ok {
+		http.Redirect(w, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
+		return
+	}
+	h.renderLogin(w, r, http.StatusOK, "", "")
+}
+
+func (h *Handler) renderLogin(w http.ResponseWriter, r *http.Request, status int, msg, user string) {
+	nonce := ""
+	if c, err := r.Cookie(CSRFCookie); err == nil && len(c.Value) >= 16 {
+		nonce = c.Value
+	} else {
+		nonce = randomToken()
+		h.setCookie(w, CSRFCookie, nonce, 3600)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	next := r.FormValue("next")
+	h.render(w, status, "login.html", loginPage{CSRF: h.keys.csrfToken(nonce), Next: safeNext(next), Error: msg, User: user})
+}
+
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	c, err := r.Cookie(CSRFCookie)
+	if err != nil || !h.keys.validCSRF(c.Value, r.PostFormValue(csrfField)) {
+		h.renderLogin(w, r, http.StatusForbidden, "Your session form expired; please try again.", "")
+		return
+	}
+	client := clientAddr(r, h.o.TrustedProxies)
+	if !h.limit.allow(client, h.o.Now()) {
+		h.o.Logger.Warn("login rate limited", "client", client)
+		w.Header().Set("Retry-After", "60")
+		h.renderLogin(w, r, http.StatusTooManyRequests, "Too many login attempts; wait a minute.", "")
+		return
+	}
+	user := r.PostFormValue("user")
+	if !h.creds.check(user, r.PostFormValue("password")) {
+		h.o.Logger.Warn("login failed", "client", client)
+		h.renderLogin(w, r, http.StatusUnauthorized, "Wrong user name or password.", user)
+		return
+	}
+	s := session{user: h.o.User, expires: h.o.Now().Add(h.o.SessionTTL), nonce: randomToken()}
+	h.setCookie(w, SessionCookie, h.keys.encodeSession(s), int(h.o.SessionTTL/time.Second))
+	h.setCookie(w, CSRFCookie, "", -1)
+	h.o.Logger.Info("login", "client", client)
+	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
+}
+
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	h.setCookie(w, SessionCookie, "", -1)
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+func (h *Handler) refresh(w http.ResponseWriter, r *http.Request) {
+	// Wait for the refresh while the browser waits; if it goes away and no
+	// one else waits, the fan-out is cancelled.
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	if _, err := h.o.Stats.Refresh(ctx); err != nil {
+		h.o.Logger.Warn("manual refresh", "err", err)
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// apiStats serves the report as JSON to a session or HTTP Basic auth.
+func (h *Handler) apiStats(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.session(r); !ok {
+		user, pw, basic := r.BasicAuth()
+		if !basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="stagesub-admin", charset="UTF-8"`)
+			http.Error(w, "login required", http.StatusUnauthorized)
+			return
+		}
+		client := clientAddr(r, h.o.TrustedProxies)
+		if !h.creds.check(user, pw) {
+			if !h.limit.allow(client, h.o.Now()) {
+				w.Header().Set("Retry-After", "60")
+				http.Error(w, "too many attempts", http.StatusTooManyRequests)
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Basic realm="stagesub-admin", charset="UTF-8"`)
+			http.Error(w, "wrong user name or password", http.StatusUnauthorized)
+			return
+		}
+	}
+	rep := h.o.Stats.Get()
+	v := parseView(r.URL.Query())
+	now := h.o.Now()
+	out := apiReport{
+		Generation: rep.Generation, Refreshing: h.o.Stats.Refreshing(),
+		IntervalSeconds: h.o.Stats.Interval().Seconds(),
+		Totals:          rep.Totals, Tenants: v.apply(rep.Tenants),
+	}
+	if !rep.Empty() {
+		fin := rep.FinishedAt.UTC()
+		out.GeneratedAt = &fin
+		out.AgeSeconds = rep.Age(now).Seconds()
+		out.DurationSeconds = rep.Duration.Seconds()
+	}
+	if out.Tenants == nil {
+		out.Tenants = []admin.TenantStats{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
+}
+
+type apiReport struct {
+	GeneratedAt     *time.Time          `json:"generated_at"` // nil before the first refresh
+	AgeSeconds      float64             `json:"age_seconds"`
+	DurationSeconds float64             `json:"duration_seconds"`
+	Generation      uint64              `json:"generation"`
+	Refreshing      bool                `json:"refreshing"`
+	IntervalSeconds float64             `json:"refresh_interval_seconds"`
+	Totals          admin.Totals        `json:"totals"`
+	Tenants         []admin.TenantStats `json:"tenants"`
+}
+
+type dashboardPage struct {
+	Report     *admin.Report
+	Rows       []admin.TenantStats
+	View       view
+	Now        time.Time
+	Age        time.Duration
+	Stale      bool
+	Refreshing bool
+	CSRF       string
+	Statuses   []string
+	Columns    []column
+}
+
+type column struct {
+	Key, Label, Href string
+	Sorted, Desc     bool
+}
+
+func (h *Handler) dashboard(w http.ResponseWriter, r *http.Request) {
+	rep := h.o.Stats.Get()
+	v := parseView(r.URL.Query())
+	now := h.o.Now()
+	p := dashboardPage{
+		Report: rep, Rows: v.apply(rep.Tenants), View: v, Now: now, Age: rep.Age(now),
+		Stale:      !rep.Empty() && rep.Age(now) > 2*h.o.Stats.Interval(),
+		Refreshing: h.o.Stats.Refreshing(),
+		CSRF:       h.keys.csrfToken(sessionFrom(r).nonce),
+		Statuses:   []string{"active", "provisioning", "suspended", "maintenance", "deleting"},
+	}
+	for _, c := range columns {
+		col := column{Key: c.key, Label: c.label, Sorted: v.Sort == c.key, Desc: v.Sort == c.key && v.Desc}
+		nv := v
+		nv.Sort, nv.Desc = c.key, col.Sorted && !v.Desc
+		col.Href = "/?" + nv.query().Encode()
+		p.Columns = append(p.Columns, col)
+	}
+	h.render(w, http.StatusOK, "dashboard.html", p)
+}
+
+func (h *Handler) render(w http.ResponseWriter, status int, name string, data any) {
+	var buf bytes.Buffer
+	if err := templates.ExecuteTemplate(&buf, name, data); err != nil {
+		h.o.Logger.Error("render", "template", name, "err", err)
+		http.Error(w, "Internal error.", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func ago(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%d s ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%d min ago", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d h ago", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%d days ago", int(d/(24*time.Hour)))
+}
+
+func when(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}

@@ -1,0 +1,36 @@
+package ctl
+
+import "context"
+
+// Command is one stagesubctl command. Adding a command is adding a file
+// with its Run function and one line in commands.
+type Command struct {
+	Name    string // words after "stagesubctl", e.g. "tenant create"
+	Usage   string // shown in help
+	Summary string
+	Run     func(ctx context.Context, m *Main, args []string) error
+}
+
+// commands is the dispatch table; the longest matching Name wins.
+var commands []*Command
+
+func init() {
+	commands = []*Command{
+		{"help", "help", "show this help", runHelp},
+		{"tenant create", "tenant create <slug> --name N [--admin-email E] [--domain D]... [--db-server S] [--start]", "create (or finish creating) a tenant", runTenantCreate},
+		{"tenant list", "tenant list [--json]", "list tenants", runTenantList},
+		{"tenant show", "tenant show <slug> [--json]", "record, instances, schema version, database size", runTenantShow},
+		{"tenant suspend", "tenant suspend <slug>", "suspend a tenant (router shows the suspended page)", runTenantSuspend},
+		{"tenant resume", "tenant resume <slug>", "resume a suspended tenant", runTenantResume},
+		{"tenant domains", "tenant domains <slug> add|rm <domain>", "add or remove a custom domain", runTenantDomains},
+		{"migrate", "migrate [--all | <slug>...] [--concurrency N] [--dry-run]", "run schema migrations on tenant databases", runMigrate},
+		// TODO(lead): enable once stagesub.dev/deploy/devstack exports
+		// Run(ctx, args, environ, stdout, stderr) error (see dev.go).
+		// {"dev", "dev [args]", "run the whole stack on this machine", runDev},
+	}
+}
+
+func runHelp(ctx context.Context, m *Main, args []string) error {
+	m.usage(m.Stdout)
+	return nil
+}

@@ -1,0 +1,4 @@
+package consul
+
+// NextIndex exposes nextIndex to the external tests.
+var NextIndex = nextIndex

@@ -1,0 +1,493 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"stagesub.dev/registry"
+)
+
+// Watch defaults.
+const (
+	DefaultWaitTime   = time.Minute
+	DefaultMinBackoff = 100 * time.Millisecond
+	DefaultMaxBackoff = 5 * time.Second
+)
+
+// WatchOptions configures a Watcher. The zero value is usable.
+type WatchOptions struct {
+	// Logger receives errors and recoveries; default slog.Default().
+	Logger *slog.Logger
+	// OnSnapshot, when set, is called with every snapshot right after it is
+	// published, one call at a time, in Generation order, on the watcher's
+	// own goroutine. It must not block for long: changes that arrive while it
+	// runs are coalesced into the next snapshot.
+	OnSnapshot func(*registry.Snapshot)
+	// WaitTime is the longest a blocking query waits for a change; default
+	// DefaultWaitTime. It also bounds how long a silently broken connection
+	// goes unnoticed (about WaitTime·17/16 + 5s).
+	WaitTime time.Duration
+	// MinBackoff and MaxBackoff bound the pause after failed queries; it
+	// doubles from MinBackoff up to MaxBackoff, with jitter. Defaults
+	// DefaultMinBackoff and DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Stats are the watcher's counters, for metrics. All counters only grow.
+type Stats struct {
+	Generation     uint64        // of the last published snapshot; 0 before the first
+	Tenants        int           // valid records in the last snapshot
+	Instances      int           // app instances in the last snapshot
+	InvalidRecords int           // malformed records in the last snapshot
+	Malformed      uint64        // malformed records found; a record counts again only after it changes
+	Queries        uint64        // successful Consul queries
+	Errors         uint64        // failed Consul queries
+	IndexResets    uint64        // times an index went backwards and was reset
+	Age            time.Duration // as returned by Age
+}
+
+// Watcher follows the whole fleet in Consul with three blocking-query loops
+// (the tenant records under registry.KeyPrefix, and the health of
+// registry.ServiceApp and registry.ServiceAdmin, all instances) and publishes
+// an immutable *registry.Snapshot whenever one of them changes.
+//
+// Errors never reach the snapshot: a failed query is retried with jittered
+// exponential backoff and the last good snapshot stays published, with its
+// Age growing. After an error a loop resynchronizes with a non-blocking
+// query; an index that goes backwards is reset. A malformed record is logged,
+// counted and listed in Snapshot.Invalid; the other records are unaffected.
+//
+// A Watcher is safe for concurrent use. Run it once.
+type Watcher struct {
+	c       *api.Client
+	log     *slog.Logger
+	onSnap  func(*registry.Snapshot)
+	wait    time.Duration
+	minBack time.Duration
+	maxBack time.Duration
+
+	snap      atomic.Pointer[registry.Snapshot]
+	ready     chan struct{}
+	readyOnce sync.Once
+	running   atomic.Bool
+	started   atomic.Int64 // unix nanos when Run began
+	kick      chan struct{}
+
+	mu    sync.Mutex // guards parts
+	parts parts
+
+	loops     [numSources]loopState
+	queries   atomic.Uint64
+	errors    atomic.Uint64
+	resets    atomic.Uint64
+	malformed atomic.Uint64
+	decoder   decoder // used by the KV loop only
+}
+
+// parts holds the latest answer of each loop. The maps and slices are never
+// modified after they are stored here, so snapshots share them.
+type parts struct {
+	have    [numSources]bool
+	tenants map[string]*registry.Tenant
+	invalid map[string]string
+	apps    map[string][]registry.Instance
+	admins  []registry.Instance
+}
+
+type loopState struct {
+	lastOK  atomic.Int64 // unix nanos of the last successful query; 0 = never
+	failing atomic.Bool  // the last query failed
+}
+
+type source int
+
+const (
+	sourceKV source = iota
+	sourceApp
+	sourceAdmin
+	numSources
+)
+
+func (s source) String() string {
+	switch s {
+	case sourceKV:
+		return "kv:" + registry.KeyPrefix
+	case sourceApp:
+		return "health:" + registry.ServiceApp
+	case sourceAdmin:
+		return "health:" + registry.ServiceAdmin
+	}
+	return fmt.Sprintf("source(%d)", int(s))
+}
+
+// NewWatcher returns a Watcher on c; call Run to start it. c must not be nil.
+// The result is never nil.
+func NewWatcher(c *api.Client, o WatchOptions) *Watcher {
+	w := &Watcher{
+		c:       c,
+		log:     o.Logger,
+		onSnap:  o.OnSnapshot,
+		wait:    o.WaitTime,
+		minBack: o.MinBackoff,
+		maxBack: o.MaxBackoff,
+		ready:   make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+	}
+	if w.log == nil {
+		w.log = slog.Default()
+	}
+	if w.wait <= 0 {
+		w.wait = DefaultWaitTime
+	}
+	if w.minBack <= 0 {
+		w.minBack = DefaultMinBackoff
+	}
+	if w.maxBack <= 0 {
+		w.maxBack = DefaultMaxBackoff
+	}
+	if w.maxBack < w.minBack {
+		w.maxBack = w.minBack
+	}
+	return w
+}
+
+// Run watches until ctx is done, then waits for its goroutines to exit and
+// returns nil. Consul errors never make it return early. It returns an error
+// only when the Watcher is already running or has run.
+func (w *Watcher) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return errors.New("consul: watcher: Run called twice")
+	}
+	w.started.Store(time.Now().UnixNano())
+	w.log.Debug("consul watch starting", "wait", w.wait)
+	var wg sync.WaitGroup
+	for s := range numSources {
+		wg.Go(func() { w.loop(ctx, s) })
+	}
+	wg.Go(func() { w.build(ctx) })
+	wg.Wait()
+	w.log.Debug("consul watch stopped")
+	return nil
+}
+
+// Snapshot returns the last published snapshot, nil until the first one.
+// The snapshot must not be modified.
+func (w *Watcher) Snapshot() *registry.Snapshot { return w.snap.Load() }
+
+// Ready returns a channel that is closed when the first snapshot is
+// published, which happens once each of the three queries has answered.
+func (w *Watcher) Ready() <-chan struct{} { return w.ready }
+
+// Age reports how stale the published snapshot may be. It is 0 while every
+// blocking query is healthy (a change reaches a new snapshot within
+// milliseconds). While a query is failing, it is the time since the oldest
+// failing query last succeeded (since Run began, if it never did). Before the
+// first snapshot it is the time since Run began; 0 if Run has not begun.
+func (w *Watcher) Age() time.Duration {
+	start := w.started.Load()
+	if start == 0 {
+		return 0
+	}
+	now := time.Now()
+	oldest := int64(0)
+	for i := range w.loops {
+		l := &w.loops[i]
+		if !l.failing.Load() {
+			continue
+		}
+		t := l.lastOK.Load()
+		if t == 0 {
+			t = start
+		}
+		if oldest == 0 || t < oldest {
+			oldest = t
+		}
+	}
+	if w.snap.Load() == nil {
+		oldest = start
+	}
+	if oldest == 0 {
+		return 0
+	}
+	return now.Sub(time.Unix(0, oldest))
+}
+
+// Stats returns the current counters.
+func (w *Watcher) Stats() Stats {
+	st := Stats{
+		Malformed:   w.malformed.Load(),
+		Queries:     w.queries.Load(),
+		Errors:      w.errors.Load(),
+		IndexResets: w.resets.Load(),
+		Age:         w.Age(),
+	}
+	if s := w.snap.Load(); s != nil {
+		st.Generation = s.Generation
+		st.Tenants = len(s.Tenants)
+		st.InvalidRecords = len(s.Invalid)
+		for _, is := range s.Instances {
+			st.Instances += len(is)
+		}
+	}
+	return st
+}
+
+// loop runs the blocking queries of one source until ctx is done.
+func (w *Watcher) loop(ctx context.Context, src source) {
+	state := &w.loops[src]
+	var index uint64
+	failures := 0
+	for ctx.Err() == nil {
+		// The server answers within wait + wait/16; the extra margin turns a
+		// silently dead connection into an error instead of a hang.
+		rctx, cancel := context.WithTimeout(ctx, w.wait+w.wait/16+5*time.Second)
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: w.wait}).WithContext(rctx)
+		got, err := w.query(src, q)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			w.errors.Add(1)
+			state.failing.Store(true)
+			failures++
+			d := backoff(w.minBack, w.maxBack, failures)
+			w.log.Warn("consul watch query failed; keeping the last snapshot",
+				"source", src.String(), "err", err, "failures", failures, "retry_in", d.Round(time.Millisecond))
+			index = 0 // resynchronize with a non-blocking query
+			if sleepCtx(ctx, d) != nil {
+				return
+			}
+			continue
+		}
+		w.queries.Add(1)
+		state.lastOK.Store(time.Now().UnixNano())
+		if failures > 0 {
+			w.log.Info("consul watch recovered", "source", src.String(), "failures", failures)
+			failures = 0
+		}
+		state.failing.Store(false)
+		next, changed, reset := nextIndex(index, got.index)
+		if reset {
+			w.resets.Add(1)
+			w.log.Info("consul watch index went backwards; resetting", "source", src.String(), "was", index, "now", got.index)
+		}
+		index = next
+		if changed {
+			w.apply(src, got)
+		}
+	}
+}
+
+// result is one answer of a source's query.
+type result struct {
+	index   uint64
+	pairs   api.KVPairs
+	entries []*api.ServiceEntry
+}
+
+func (w *Watcher) query(src source, q *api.QueryOptions) (result, error) {
+	var (
+		r    result
+		meta *api.QueryMeta
+		err  error
+	)
+	switch src {
+	case sourceKV:
+		r.pairs, meta, err = w.c.KV().List(registry.KeyPrefix, q)
+	case sourceApp:
+		r.entries, meta, err = w.c.Health().Service(registry.ServiceApp, "", false, q)
+	case sourceAdmin:
+		r.entries, meta, err = w.c.Health().Service(registry.ServiceAdmin, "", false, q)
+	}
+	if err != nil {
+		return r, err
+	}
+	r.index = meta.LastIndex
+	return r, nil
+}
+
+// NextIndex applies Consul's blocking-query index rules: given the index a
+// query was sent with (prev) and the index it returned (got), it returns the
+// index for the next query, whether the answer may hold a change, and whether
+// the index went backwards (then the next query starts over from 0 and the
+// answer, which is current, is still used). The next index is never 0 unless
+// reset.
+func nextIndex(prev, got uint64) (next uint64, changed, reset bool) {
+	switch {
+	case got < prev:
+		return 0, true, true
+	case got == prev && prev != 0:
+		return prev, false, false
+	}
+	return max(got, 1), true, false
+}
+
+// apply stores a changed answer and wakes the builder.
+func (w *Watcher) apply(src source, r result) {
+	switch src {
+	case sourceKV:
+		tenants, invalid, fresh := w.decoder.decodeFresh(r.pairs)
+		for _, key := range fresh {
+			w.malformed.Add(1)
+			w.log.Error("skipping malformed tenant record", "key", key, "reason", invalid[key])
+		}
+		w.mu.Lock()
+		w.parts.tenants, w.parts.invalid = tenants, invalid
+		w.parts.have[src] = true
+		w.mu.Unlock()
+	case sourceApp:
+		apps, skipped := groupByTenant(r.entries)
+		if skipped > 0 {
+			w.log.Warn("app instances without tenant meta are ignored", "service", registry.ServiceApp, "meta_key", registry.MetaTenant, "count", skipped)
+		}
+		w.mu.Lock()
+		w.parts.apps = apps
+		w.parts.have[src] = true
+		w.mu.Unlock()
+	case sourceAdmin:
+		admins := make([]registry.Instance, 0, len(r.entries))
+		for _, e := range r.entries {
+			if e == nil || e.Service == nil {
+				continue
+			}
+			admins = append(admins, toInstance(registry.ServiceAdmin, "", e))
+		}
+		sortInstances(admins)
+		w.mu.Lock()
+		w.parts.admins = admins
+		w.parts.have[src] = true
+		w.mu.Unlock()
+	}
+	select {
+	case w.kick <- struct{}{}:
+	default: // a rebuild is already pending; it will see this answer
+	}
+}
+
+// build publishes a new snapshot after every change until ctx is done.
+// Changes that arrive during a build are coalesced into the next one.
+func (w *Watcher) build(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.kick:
+		}
+		w.mu.Lock()
+		p := w.parts
+		w.mu.Unlock()
+		if !p.have[sourceKV] || !p.have[sourceApp] || !p.have[sourceAdmin] {
+			continue // the first snapshot waits for every query's first answer
+		}
+		var gen uint64 = 1
+		if prev := w.snap.Load(); prev != nil {
+			gen = prev.Generation + 1
+		}
+		s := &registry.Snapshot{
+			Generation: gen,
+			BuiltAt:    time.Now(),
+			Tenants:    p.tenants,
+			Instances:  p.apps,
+			Admins:     p.admins,
+			Invalid:    p.invalid,
+		}
+		w.snap.Store(s)
+		w.readyOnce.Do(func() { close(w.ready) })
+		if w.onSnap != nil {
+			w.callOnSnapshot(s)
+		}
+	}
+}
+
+func (w *Watcher) callOnSnapshot(s *registry.Snapshot) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.log.Error("consul watch: OnSnapshot panicked", "generation", s.Generation, "panic", r)
+		}
+	}()
+	w.onSnap(s)
+}
+
+// groupByTenant returns the app instances by Meta[registry.MetaTenant], each
+// group sorted by ID, and the number of entries without that meta.
+func groupByTenant(entries []*api.ServiceEntry) (map[string][]registry.Instance, int) {
+	apps := make(map[string][]registry.Instance)
+	skipped := 0
+	for _, e := range entries {
+		if e == nil || e.Service == nil {
+			continue
+		}
+		slug := e.Service.Meta[registry.MetaTenant]
+		if slug == "" {
+			skipped++
+			continue
+		}
+		apps[slug] = append(apps[slug], toInstance(registry.ServiceApp, slug, e))
+	}
+	for _, is := range apps {
+		sortInstances(is)
+	}
+	return apps, skipped
+}
+
+func toInstance(service, tenant string, e *api.ServiceEntry) registry.Instance {
+	in := registry.Instance{
+		ID:      e.Service.ID,
+		Service: service,
+		Tenant:  tenant,
+		Address: e.Service.Address,
+		Port:    e.Service.Port,
+		Version: e.Service.Meta[registry.MetaVersion],
+		Health:  aggregate(e.Checks),
+	}
+	if e.Node != nil {
+		in.Node = e.Node.Node
+		if in.Address == "" {
+			in.Address = e.Node.Address
+		}
+	}
+	return in
+}
+
+// aggregate is the instance's health: critical if any check (node checks
+// included) is critical, in maintenance or unknown; warning if any is
+// warning; passing otherwise, also when there are no checks.
+func aggregate(checks api.HealthChecks) registry.Health {
+	switch checks.AggregatedStatus() {
+	case api.HealthPassing:
+		return registry.HealthPassing
+	case api.HealthWarning:
+		return registry.HealthWarning
+	}
+	return registry.HealthCritical
+}
+
+func sortInstances(is []registry.Instance) {
+	slices.SortFunc(is, func(a, b registry.Instance) int { return strings.Compare(a.ID, b.ID) })
+}
+
+// backoff returns the pause after the n-th consecutive failure (n ≥ 1):
+// min·2^(n-1) capped at max, then jittered to a random value in [d/2, d).
+func backoff(minD, maxD time.Duration, n int) time.Duration {
+	d := minD
+	for i := 1; i < n && d < maxD; i++ {
+		d *= 2
+	}
+	d = min(d, maxD)
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return half + rand.N(half)
+}

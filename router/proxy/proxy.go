@@ -1,0 +1,653 @@
+// Package proxy is the router's HTTP handler: it looks the request's host up
+// in the current route.Table, answers pages for hosts that are not proxied
+// (unknown, suspended, maintenance, provisioning, deleting, no instance),
+// and otherwise proxies to one of the route's backends with load balancing,
+// passive health checks and safe retries.
+//
+// Load-balancing policy: power of two choices on requests in flight (see
+// route.Route.Pick). Passive health: an attempt that cannot connect (refused,
+// unreachable) or times out (dial or response headers) ejects its backend
+// for EjectBase, doubled per consecutive failure up to EjectMax; any response
+// ends the streak. Retries, at most MaxAttempts attempts on distinct backends:
+//   - an attempt that failed before reaching an upstream (dial error) is
+//     retried for every method, provided the body can be sent again;
+//   - an idempotent request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) is also
+//     retried after a connection error or timeout on an established
+//     connection, provided the body can be sent again;
+//   - a body can be sent again when there is none, or when it was buffered
+//     (Content-Length at most RetryBodyLimit); a streamed body is only
+//     re-sent when no byte of it was read, i.e. after a dial error.
+//
+// Host rule: the request's authority is r.Host as net/http sets it: for an
+// absolute-form request line ("GET http://a.example/ HTTP/1.1") the URI's
+// authority wins and the Host header is ignored (RFC 9112 §3.2.2); for HTTP/2
+// it is :authority. The request is routed by that one host only, and the
+// upstream receives it as its Host; a request with two Host headers is
+// refused by net/http with 400.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"stagesub.dev/router/metrics"
+	"stagesub.dev/router/route"
+)
+
+// Headers set by the router for upstreams.
+const (
+	HeaderTenant    = "X-StageSub-Tenant"
+	HeaderRequestID = "X-Request-Id"
+	headerPrefix    = "X-Stagesub-" // canonical form of the stripped prefix
+)
+
+// Config configures a Handler. Zero durations and limits take the defaults
+// noted on each field.
+type Config struct {
+	Tables  *route.Holder    // required
+	Metrics *metrics.Metrics // required
+	Logger  *slog.Logger     // errors; default slog.Default()
+	// AccessLog receives one JSON line per request; nil disables it.
+	AccessLog *slog.Logger
+	// UnknownLogPerSecond bounds access log lines for unknown hosts; default 10.
+	UnknownLogPerSecond int64
+	// TrustedProxies are the peers whose X-Forwarded-* and X-Request-Id are kept.
+	TrustedProxies []netip.Prefix
+	// ApexRedirect, when set, is where the base domain and www redirect (302);
+	// otherwise they get a small page.
+	ApexRedirect string
+
+	NoInstanceWait       time.Duration // wait for an instance to appear; default 2s, <0 = none
+	NoInstanceRetryAfter time.Duration // default 5s
+	MaintenanceRetry     time.Duration // Retry-After for maintenance/provisioning; default 60s
+	MaxAttempts          int           // attempts per request on distinct backends; default 3
+	RetryBodyLimit       int64         // bodies up to this many bytes are buffered for replay; default 64 KiB, <0 = never
+	MaxBodyBytes         int64         // request body limit; 0 = none
+	DialTimeout          time.Duration // default 2s
+	ResponseTimeout      time.Duration // upstream response header timeout; default 60s
+	EjectBase            time.Duration // default 1s
+	EjectMax             time.Duration // default 30s
+	// Transport overrides the upstream transport (tests); default a pooled
+	// keep-alive http.Transport built from the timeouts above.
+	Transport http.RoundTripper
+}
+
+// Handler is the router's http.Handler. Create it with New; safe for
+// concurrent use.
+type Handler struct {
+	c         Config
+	rp        *httputil.ReverseProxy
+	transport http.RoundTripper
+	log       *slog.Logger
+
+	logSecond  atomic.Int64 // unix second of the unknown-host log window
+	logInWin   atomic.Int64 // unknown-host lines in that window
+	bufferPool bufferPool
+}
+
+// New returns a Handler for c.
+func New(c Config) *Handler {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.NoInstanceWait, 2*time.Second)
+	def(&c.NoInstanceRetryAfter, 5*time.Second)
+	def(&c.MaintenanceRetry, 60*time.Second)
+	def(&c.DialTimeout, 2*time.Second)
+	def(&c.ResponseTimeout, 60*time.Second)
+	def(&c.EjectBase, time.Second)
+	def(&c.EjectMax, 30*time.Second)
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.RetryBodyLimit == 0 {
+		c.RetryBodyLimit = 64 << 10
+	}
+	if c.UnknownLogPerSecond == 0 {
+		c.UnknownLogPerSecond = 10
+	}
+	h := &Handler{c: c, log: c.Logger, transport: c.Transport}
+	if h.transport == nil {
+		h.transport = NewTransport(c.DialTimeout, c.ResponseTimeout)
+	}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:      h.rewrite,
+		Transport:    balancer{h},
+		ErrorHandler: h.proxyError,
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Del(HeaderRequestID) // the client gets the router's id
+			return nil
+		},
+		BufferPool: &h.bufferPool,
+		ErrorLog:   log.New(slogWriter{c.Logger}, "", 0),
+	}
+	return h
+}
+
+// NewTransport returns the pooled keep-alive upstream transport: HTTP/1.1,
+// no environment proxy, no compression changes.
+func NewTransport(dialTimeout, responseTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: responseTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+}
+
+// CloseIdleConnections closes pooled upstream connections.
+func (h *Handler) CloseIdleConnections() {
+	if t, ok := h.transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+}
+
+type ctxKey struct{}
+
+// reqState is the per-request state shared by ServeHTTP, the rewrite, the
+// balancer and the error handler.
+type reqState struct {
+	route     *route.Route
+	peer      netip.Addr
+	trusted   bool
+	requestID string
+	replay    []byte // buffered body, nil when not buffered
+	triedBuf  [4]*route.Backend
+	tried     []*route.Backend
+	retries   int
+	upstream  *route.Backend
+	upgraded  bool
+	failure   string // last upstream error reason
+}
+
+// ServeHTTP routes and answers one request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &responseWriter{ResponseWriter: w}
+	st := &reqState{}
+	st.tried = st.triedBuf[:0]
+	st.peer = peerAddr(r.RemoteAddr)
+	st.trusted = h.isTrusted(st.peer)
+	st.requestID = requestID(r.Header.Get(HeaderRequestID), st.trusted)
+	rw.Header().Set(HeaderRequestID, st.requestID)
+
+	tables := h.c.Tables
+	changed := tables.Changed()
+	rt := tables.Load().Lookup(r.Host)
+	st.route = rt
+	defer func() { h.finish(rw, r, st, start) }()
+
+	switch rt.Kind {
+	case route.KindUnknown:
+		pageUnknown.write(rw, st.requestID)
+		return
+	case route.KindApex:
+		if h.c.ApexRedirect != "" {
+			http.Redirect(rw, r, h.c.ApexRedirect, http.StatusFound)
+			return
+		}
+		pageApex.write(rw, st.requestID)
+		return
+	}
+	if p, ok := h.statusPage(rt); ok {
+		p.write(rw, st.requestID)
+		return
+	}
+	if len(rt.Backends) == 0 && h.c.NoInstanceWait > 0 {
+		rt = h.waitForBackends(r.Context(), r.Host, rt, changed)
+		st.route = rt
+		if p, ok := h.statusPage(rt); ok {
+			p.write(rw, st.requestID)
+			return
+		}
+	}
+	if len(rt.Backends) == 0 {
+		st.failure = metrics.ReasonNoInstance
+		h.c.Metrics.UpstreamErrors.WithLabelValues(rt.Label, metrics.ReasonNoInstance).Inc()
+		pageNoInstance(h.c.NoInstanceRetryAfter).write(rw, st.requestID)
+		return
+	}
+
+	if h.c.MaxBodyBytes > 0 && r.Body != nil && r.Body != http.NoBody {
+		if r.ContentLength > h.c.MaxBodyBytes {
+			pageTooLarge.write(rw, st.requestID)
+			return
+		}
+		r.Body = http.MaxBytesReader(rw, r.Body, h.c.MaxBodyBytes)
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= h.c.RetryBodyLimit {
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				pageTooLarge.write(rw, st.requestID)
+				return
+			}
+			rw.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		st.replay = buf
+	}
+
+	g := h.c.Metrics.InFlight.WithLabelValues(rt.Label)
+	g.Inc()
+	defer g.Dec()
+	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+}
+
+// statusPage returns the page for a route that is not proxied.
+func (h *Handler) statusPage(rt *route.Route) (page, bool) {
+	if rt.Kind != route.KindTenant {
+		return page{}, false
+	}
+	switch rt.Status {
+	case "active":
+		return page{}, false
+	case "suspended":
+		return pageSuspended, true
+	case "maintenance":
+		return pageMaintenance(h.c.MaintenanceRetry), true
+	case "deleting":
+		return pageDeleting, true
+	}
+	return pageProvisioning(h.c.MaintenanceRetry), true
+}
+
+// waitForBackends waits up to NoInstanceWait for a table in which host's
+// route has backends (smoothing restarts) and returns the latest route.
+func (h *Handler) waitForBackends(ctx context.Context, host string, rt *route.Route, changed <-chan struct{}) *route.Route {
+	timer := time.NewTimer(h.c.NoInstanceWait)
+	defer timer.Stop()
+	for len(rt.Backends) == 0 && rt.Proxied() {
+		select {
+		case <-changed:
+		case <-timer.C:
+			return rt
+		case <-ctx.Done():
+			return rt
+		}
+		changed = h.c.Tables.Changed()
+		rt = h.c.Tables.Load().Lookup(host)
+	}
+	return rt
+}
+
+// rewrite builds the upstream request: headers only; the balancer picks the
+// backend. ReverseProxy has already removed hop-by-hop headers and the
+// X-Forwarded-* and Forwarded headers from Out.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	st := pr.In.Context().Value(ctxKey{}).(*reqState)
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = "upstream.invalid" // replaced per attempt by the balancer
+	out.Host = pr.In.Host
+	for k := range out.Header {
+		if len(k) >= len(headerPrefix) && strings.EqualFold(k[:len(headerPrefix)], headerPrefix) {
+			delete(out.Header, k)
+		}
+	}
+	in := pr.In.Header
+	peer := st.peer.String()
+	if prior := strings.Join(in.Values("X-Forwarded-For"), ", "); st.trusted && prior != "" {
+		out.Header.Set("X-Forwarded-For", prior+", "+peer)
+	} else {
+		out.Header.Set("X-Forwarded-For", peer)
+	}
+	proto := "http"
+	if pr.In.TLS != nil {
+		proto = "https"
+	}
+	if v := in.Get("X-Forwarded-Proto"); st.trusted && (v == "http" || v == "https") {
+		proto = v
+	}
+	out.Header.Set("X-Forwarded-Proto", proto)
+	fwdHost := pr.In.Host
+	if v := in.Get("X-Forwarded-Host"); st.trusted && v != "" {
+		fwdHost = v
+	}
+	out.Header.Set("X-Forwarded-Host", fwdHost)
+	out.Header.Set(HeaderRequestID, st.requestID)
+	if st.route.Kind == route.KindTenant {
+		out.Header.Set(HeaderTenant, st.route.Tenant)
+	}
+	if st.replay != nil {
+		out.Body = io.NopCloser(bytes.NewReader(st.replay))
+	}
+}
+
+// errNoBackend is returned by the balancer when every backend was tried.
+var errNoBackend = errors.New("proxy: no backend left to try")
+
+// balancer is the ReverseProxy's transport: it picks a backend per attempt
+// and retries per the package rules.
+type balancer struct{ h *Handler }
+
+func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
+	h := b.h
+	st := req.Context().Value(ctxKey{}).(*reqState)
+	var body *countingBody
+	if req.Body != nil && req.Body != http.NoBody && st.replay == nil {
+		body = &countingBody{rc: req.Body}
+	}
+	var lastErr error = errNoBackend
+	for attempt := 0; attempt < h.c.MaxAttempts; attempt++ {
+		now := time.Now()
+		be := st.route.Pick(now.UnixNano(), st.tried)
+		if be == nil {
+			break
+		}
+		st.tried = append(st.tried, be)
+		out := *req
+		u := *req.URL
+		u.Host = be.Addr
+		out.URL = &u
+		switch {
+		case st.replay != nil:
+			out.Body = io.NopCloser(bytes.NewReader(st.replay))
+		case body != nil:
+			out.Body = body
+		}
+		be.Acquire()
+		resp, err := h.transport.RoundTrip(&out)
+		if err == nil {
+			be.Succeeded()
+			st.upstream = be
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				st.upgraded = true
+				be.Release()
+			} else {
+				resp.Body = &releaseBody{ReadCloser: resp.Body, b: be}
+			}
+			return resp, nil
+		}
+		be.Release()
+		lastErr = err
+		if req.Context().Err() != nil {
+			return nil, err // the client went away: not the upstream's fault
+		}
+		reason, dial := classify(err)
+		st.failure = reason
+		label := st.route.Label
+		h.c.Metrics.UpstreamErrors.WithLabelValues(label, reason).Inc()
+		if reason == metrics.ReasonRefused || reason == metrics.ReasonTimeout {
+			d := be.Eject(now, h.c.EjectBase, h.c.EjectMax)
+			h.c.Metrics.Ejections.WithLabelValues(label).Inc()
+			h.log.Warn("upstream ejected", "tenant", label, "instance", be.ID, "addr", be.Addr, "reason", reason, "for", d, "err", err)
+		}
+		replayable := body == nil || (dial && body.n.Load() == 0)
+		if !replayable || !(dial || idempotent(req.Method)) {
+			break
+		}
+		if attempt+1 < h.c.MaxAttempts && len(st.tried) < len(st.route.Backends) {
+			st.retries++
+			h.c.Metrics.Retries.WithLabelValues(label).Inc()
+		}
+	}
+	return nil, lastErr
+}
+
+// classify names an upstream error and reports whether it happened before a
+// connection to the upstream existed (so nothing of the request was sent).
+func classify(err error) (reason string, dial bool) {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		dial = true
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return metrics.ReasonRefused, dial
+	case errors.As(err, &ne) && ne.Timeout():
+		return metrics.ReasonTimeout, dial
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return metrics.ReasonReset, dial
+	}
+	return metrics.ReasonOther, dial
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// proxyError answers when no attempt produced a response.
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	st := r.Context().Value(ctxKey{}).(*reqState)
+	if r.Context().Err() != nil {
+		if rw, ok := w.(*responseWriter); ok && rw.status == 0 {
+			rw.status = 499 // client closed request; nothing is sent
+		}
+		return
+	}
+	if rw, ok := w.(*responseWriter); ok && rw.status != 0 {
+		h.log.Warn("upstream failed after response started", "tenant", st.route.Label, "err", err)
+		return
+	}
+	switch {
+	case errors.Is(err, errNoBackend) && st.upstream == nil && len(st.tried) == 0:
+		pageNoInstance(h.c.NoInstanceRetryAfter).write(w, st.requestID)
+	case st.failure == metrics.ReasonTimeout:
+		pageGatewayTime.write(w, st.requestID)
+	default:
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			pageTooLarge.write(w, st.requestID)
+			return
+		}
+		pageBadGateway.write(w, st.requestID)
+	}
+	h.log.Warn("upstream failed", "tenant", st.route.Label, "attempts", len(st.tried), "err", err)
+}
+
+// finish records metrics and the access log line of a request.
+func (h *Handler) finish(rw *responseWriter, r *http.Request, st *reqState, start time.Time) {
+	d := time.Since(start)
+	status := rw.status
+	if status == 0 {
+		if st.upgraded {
+			status = http.StatusSwitchingProtocols
+		} else {
+			status = http.StatusOK
+		}
+	}
+	label := st.route.Label
+	h.c.Metrics.Requests.WithLabelValues(label, metrics.Code(status), metrics.Method(r.Method)).Inc()
+	h.c.Metrics.Duration.WithLabelValues(label).Observe(d.Seconds())
+	al := h.c.AccessLog
+	if al == nil {
+		return
+	}
+	if st.route.Kind == route.KindUnknown && !h.allowUnknownLog(start) {
+		h.c.Metrics.LogDropped.Inc()
+		return
+	}
+	upstream := ""
+	if st.upstream != nil {
+		upstream = st.upstream.Addr
+	}
+	al.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("request_id", st.requestID),
+		slog.String("tenant", label),
+		slog.String("host", r.Host),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.String("proto", r.Proto),
+		slog.Int("status", status),
+		slog.Int64("bytes", rw.bytes),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.String("upstream", upstream),
+		slog.Int("retries", st.retries),
+		slog.String("peer", st.peer.String()),
+	)
+}
+
+// allowUnknownLog rate-limits unknown-host access log lines per second.
+func (h *Handler) allowUnknownLog(now time.Time) bool {
+	sec := now.Unix()
+	if old := h.logSecond.Load(); old != sec && h.logSecond.CompareAndSwap(old, sec) {
+		h.logInWin.Store(0)
+	}
+	return h.logInWin.Add(1) <= h.c.UnknownLogPerSecond
+}
+
+func (h *Handler) isTrusted(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false
+	}
+	for _, p := range h.c.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func peerAddr(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// requestID keeps a trusted peer's well-formed X-Request-Id (at most 128
+// printable ASCII characters without spaces) and otherwise makes a new one.
+func requestID(got string, trusted bool) string {
+	if trusted && got != "" && len(got) <= 128 {
+		ok := true
+		for i := 0; i < len(got); i++ {
+			if got[i] <= ' ' || got[i] > '~' {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return got
+		}
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// RedirectToHTTPS returns the handler of the plain-HTTP listener when TLS is
+// on: hosts with a route are redirected (308) to https on httpsPort ("" or
+// "443" = default port); unknown hosts get the 404 page.
+func (h *Handler) RedirectToHTTPS(httpsPort string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt := h.c.Tables.Load().Lookup(r.Host)
+		if rt.Kind == route.KindUnknown {
+			h.ServeHTTP(w, r) // the 404 page, counted and logged
+			return
+		}
+		host := route.CanonicalHost(r.Host)
+		if httpsPort != "" && httpsPort != "443" {
+			host = net.JoinHostPort(host, httpsPort)
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
+}
+
+// responseWriter records the status and bytes of a response. It unwraps for
+// http.ResponseController (Flush, Hijack for WebSockets).
+type responseWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *responseWriter) Flush() {
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countingBody counts bytes read from a streamed request body and ignores
+// Close, so the body survives a failed attempt; net/http closes the original.
+type countingBody struct {
+	rc io.ReadCloser
+	n  atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (b *countingBody) Close() error { return nil }
+
+// releaseBody ends the backend's in-flight count when the response body is
+// closed (once).
+type releaseBody struct {
+	io.ReadCloser
+	b    *route.Backend
+	once sync.Once
+}
+
+func (r *releaseBody) Close() error {
+	err := r.ReadCloser.Close()
+	r.once.Do(r.b.Release)
+	return err
+}
+
+type bufferPool struct{ p sync.Pool }
+
+func (p *bufferPool) Get() []byte {
+	if b, ok := p.p.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, 32<<10)
+}
+
+func (p *bufferPool) Put(b []byte) { p.p.Put(&b) }
+
+// slogWriter adapts ReverseProxy's log.Logger output to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimSpace(string(p)), "component", "reverseproxy")
+	return len(p), nil
+}
