@@ -52,6 +52,21 @@ func (d Date) String() string {
 // MarshalJSON encodes "YYYY-MM-DD".
 func (d Date) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
 
+// UnmarshalJSON decodes "YYYY-MM-DD" ("" or null: the zero Date).
+func (d *Date) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if s == "" || s == "null" {
+		*d = Date{}
+		return nil
+	}
+	t, err := ParseDate(s)
+	if err != nil {
+		return err
+	}
+	*d = t
+	return nil
+}
+
 // ProjectInput creates or replaces a project's editable fields. Dates are
 // strings so that bad input becomes a field message, not a decode error.
 type ProjectInput struct {

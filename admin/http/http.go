@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -74,6 +75,8 @@ type Handler struct {
 	creds *credentials
 	limit *limiter
 	mux   *http.ServeMux
+
+	rendered atomic.Pointer[renderedRows] // rows of the last rendered report
 }
 
 //go:embed templates/*.html
@@ -320,7 +323,11 @@ func (h *Handler) apiStats(w http.ResponseWriter, r *http.Request) {
 	out := apiReport{
 		Generation: rep.Generation, Refreshing: h.o.Stats.Refreshing(),
 		IntervalSeconds: h.o.Stats.Interval().Seconds(),
-		Totals:          rep.Totals, Tenants: v.apply(rep.Tenants),
+		Totals:          rep.Totals, Tenants: []json.RawMessage{},
+	}
+	rendered := h.render1(rep)
+	for _, i := range v.apply(rep.Tenants) {
+		out.Tenants = append(out.Tenants, rendered.json[i])
 	}
 	if !rep.Empty() {
 		fin := rep.FinishedAt.UTC()
@@ -328,30 +335,25 @@ func (h *Handler) apiStats(w http.ResponseWriter, r *http.Request) {
 		out.AgeSeconds = rep.Age(now).Seconds()
 		out.DurationSeconds = rep.Duration.Seconds()
 	}
-	if out.Tenants == nil {
-		out.Tenants = []admin.TenantStats{}
-	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(out)
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 type apiReport struct {
-	GeneratedAt     *time.Time          `json:"generated_at"` // nil before the first refresh
-	AgeSeconds      float64             `json:"age_seconds"`
-	DurationSeconds float64             `json:"duration_seconds"`
-	Generation      uint64              `json:"generation"`
-	Refreshing      bool                `json:"refreshing"`
-	IntervalSeconds float64             `json:"refresh_interval_seconds"`
-	Totals          admin.Totals        `json:"totals"`
-	Tenants         []admin.TenantStats `json:"tenants"`
+	GeneratedAt     *time.Time        `json:"generated_at"` // nil before the first refresh
+	AgeSeconds      float64           `json:"age_seconds"`
+	DurationSeconds float64           `json:"duration_seconds"`
+	Generation      uint64            `json:"generation"`
+	Refreshing      bool              `json:"refreshing"`
+	IntervalSeconds float64           `json:"refresh_interval_seconds"`
+	Totals          admin.Totals      `json:"totals"`
+	Tenants         []json.RawMessage `json:"tenants"` // admin.TenantStats
 }
 
 type dashboardPage struct {
 	Report     *admin.Report
-	Rows       []admin.TenantStats
+	Rows       []template.HTML // pre-rendered rows, in view order
 	View       view
 	Now        time.Time
 	Age        time.Duration
@@ -372,11 +374,15 @@ func (h *Handler) dashboard(w http.ResponseWriter, r *http.Request) {
 	v := parseView(r.URL.Query())
 	now := h.o.Now()
 	p := dashboardPage{
-		Report: rep, Rows: v.apply(rep.Tenants), View: v, Now: now, Age: rep.Age(now),
+		Report: rep, View: v, Now: now, Age: rep.Age(now),
 		Stale:      !rep.Empty() && rep.Age(now) > 2*h.o.Stats.Interval(),
 		Refreshing: h.o.Stats.Refreshing(),
 		CSRF:       h.keys.csrfToken(sessionFrom(r).nonce),
 		Statuses:   []string{"active", "provisioning", "suspended", "maintenance", "deleting"},
+	}
+	rendered := h.render1(rep)
+	for _, i := range v.apply(rep.Tenants) {
+		p.Rows = append(p.Rows, rendered.html[i])
 	}
 	for _, c := range columns {
 		col := column{Key: c.key, Label: c.label, Sorted: v.Sort == c.key, Desc: v.Sort == c.key && v.Desc}
@@ -386,6 +392,45 @@ func (h *Handler) dashboard(w http.ResponseWriter, r *http.Request) {
 		p.Columns = append(p.Columns, col)
 	}
 	h.render(w, http.StatusOK, "dashboard.html", p)
+}
+
+// renderedRows holds the HTML and JSON of every row of one report.
+type renderedRows struct {
+	rep  *admin.Report
+	html []template.HTML   // same order as rep.Tenants
+	json []json.RawMessage // same order as rep.Tenants
+}
+
+// Warm renders the rows of rep ahead of the first request that shows it;
+// call it for every published report (admin.CacheOptions.OnReport).
+func (h *Handler) Warm(rep *admin.Report) { h.render1(rep) }
+
+// render1 renders the rows of rep once per report: a report never changes,
+// and pages and API answers then only pick and reorder them.
+func (h *Handler) render1(rep *admin.Report) *renderedRows {
+	if rr := h.rendered.Load(); rr != nil && rr.rep == rep {
+		return rr
+	}
+	n := len(rep.Tenants)
+	rr := &renderedRows{rep: rep, html: make([]template.HTML, n), json: make([]json.RawMessage, n)}
+	var buf bytes.Buffer
+	for i := range rep.Tenants {
+		t := &rep.Tenants[i]
+		buf.Reset()
+		if err := templates.ExecuteTemplate(&buf, "row", t); err != nil {
+			h.o.Logger.Error("render row", "tenant", t.Slug, "err", err)
+			buf.Reset()
+			buf.WriteString(`<tr><td colspan="12">` + template.HTMLEscapeString(t.Slug) + `: internal error</td></tr>`)
+		}
+		rr.html[i] = template.HTML(buf.String()) // html/template output: escaped
+		b, err := json.Marshal(t)
+		if err != nil {
+			b = []byte(`{"slug":` + strconv.Quote(t.Slug) + `,"error":"internal error"}`)
+		}
+		rr.json[i] = b
+	}
+	h.rendered.Store(rr)
+	return rr
 }
 
 func (h *Handler) render(w http.ResponseWriter, status int, name string, data any) {

@@ -103,11 +103,11 @@ func problem(t *admin.TenantStats) bool {
 		(t.Status == "active" && t.InstancesPassing == 0)
 }
 
-// apply returns the rows v selects, in v's order (ties by slug). rows is
-// not modified.
-func (v view) apply(rows []admin.TenantStats) []admin.TenantStats {
+// apply returns the indexes of the rows v selects, in v's order (ties by
+// slug). rows is not modified.
+func (v view) apply(rows []admin.TenantStats) []int {
 	q := strings.ToLower(v.Q)
-	out := make([]admin.TenantStats, 0, len(rows))
+	out := make([]int, 0, len(rows))
 	for i := range rows {
 		t := &rows[i]
 		if q != "" && !strings.Contains(t.Slug, q) && !strings.Contains(strings.ToLower(t.Name), q) {
@@ -119,7 +119,7 @@ func (v view) apply(rows []admin.TenantStats) []admin.TenantStats {
 		if v.Problems && !problem(t) {
 			continue
 		}
-		out = append(out, *t)
+		out = append(out, i)
 	}
 	var by func(a, b *admin.TenantStats) int
 	for _, c := range columns {
@@ -127,8 +127,9 @@ func (v view) apply(rows []admin.TenantStats) []admin.TenantStats {
 			by = c.cmp
 		}
 	}
-	slices.SortStableFunc(out, func(a, b admin.TenantStats) int {
-		c := by(&a, &b)
+	slices.SortStableFunc(out, func(i, j int) int {
+		a, b := &rows[i], &rows[j]
+		c := by(a, b)
 		if v.Desc {
 			c = -c
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -233,3 +234,5 @@ type apiError struct {
 		Fields  map[string]string `json:"fields"`
 	} `json:"error"`
 }
+
+func itoa(id int64) string { return strconv.FormatInt(id, 10) }

@@ -71,9 +71,12 @@ type Options struct {
 	HTTPAddr   string // router HTTP, default 127.0.0.1:8080
 	HTTPSAddr  string // router HTTPS, default 127.0.0.1:8443
 	ConsulPort int    // default 8500
-	BaseDomain string // default "localhost"
-	Detach     bool
-	Timeout    time.Duration // readiness timeout, default 3m
+	// RouterAdminAddr is the router's /healthz and /metrics listener,
+	// default 127.0.0.1:9180.
+	RouterAdminAddr string
+	BaseDomain      string // default "localhost"
+	Detach          bool
+	Timeout         time.Duration // readiness timeout, default 3m
 }
 
 // Run is `stagesubctl dev [stop] [flags]`. environ is the caller's
@@ -121,6 +124,7 @@ func parseFlags(sub string, args, environ []string, stderr io.Writer) (Options, 
 	fs.StringVar(&o.HTTPAddr, "http", "127.0.0.1:8080", "router HTTP address")
 	fs.StringVar(&o.HTTPSAddr, "https", "127.0.0.1:8443", "router HTTPS address")
 	fs.IntVar(&o.ConsulPort, "consul-port", 8500, "Consul HTTP port on 127.0.0.1")
+	fs.StringVar(&o.RouterAdminAddr, "router-admin", "127.0.0.1:9180", "router /healthz and /metrics address")
 	fs.StringVar(&o.BaseDomain, "base-domain", "localhost", "base domain (tenants are <slug>.<base domain>)")
 	fs.BoolVar(&o.Detach, "detach", false, "start in the background and return once everything is ready")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "how long to wait for the stack to become ready")

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"stagesub.dev/app/password"
@@ -330,14 +329,17 @@ func (s *stack) startRouter(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	caDir := filepath.Join(s.o.Dir, "ca")
-	if err := os.MkdirAll(caDir, 0o700); err != nil {
-		return fmt.Errorf("devstack: %w", err)
+	stateDir := filepath.Join(s.o.Dir, "router")
+	tlsDir := filepath.Join(s.o.Dir, "ca")
+	for _, d := range []string{stateDir, tlsDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("devstack: %w", err)
+		}
 	}
-	s.caFile = filepath.Join(caDir, RouterCAFile)
+	s.caFile = filepath.Join(tlsDir, RouterCAFile)
 	env := append(append([]string(nil), s.base...), RouterEnv(RouterConfig{
 		ConsulAddr: s.consulAddr, BaseDomain: s.o.BaseDomain, HTTPAddr: s.o.HTTPAddr,
-		HTTPSAddr: s.o.HTTPSAddr, CADir: caDir, MetricsAddr: "127.0.0.1:0",
+		HTTPSAddr: s.o.HTTPSAddr, AdminAddr: s.o.RouterAdminAddr, StateDir: stateDir, TLSDir: tlsDir,
 	})...)
 	return s.add(&service{name: "router", bin: bin, env: env, logPath: filepath.Join(s.o.logDir(), "router.log"), restart: true})
 }
@@ -448,5 +450,3 @@ func (s *stack) summary() string {
 	fmt.Fprintf(&b, "  Ops shell         . %s && %s tenant list\n", filepath.Join(s.o.Dir, "env"), filepath.Join(s.o.BinDir, "stagesubctl"))
 	return b.String()
 }
-
-var _ = syscall.SIGTERM

@@ -274,8 +274,8 @@ func eventually(t *testing.T, timeout, interval time.Duration, what string, f fu
 	}
 }
 
-// routerClient is an HTTP client that sends every request to the router's
-// address, whatever the host in the URL, and trusts only the router's CA.
+// routerClient is an HTTP client that sends every request to the router
+// (Go does not resolve *.localhost), and trusts only the router's CA.
 // Like a browser it keeps cookies, but it does not follow redirects.
 func routerClient(t *testing.T, httpAddr, httpsAddr string, ca *x509.CertPool) *http.Client {
 	t.Helper()
@@ -285,12 +285,16 @@ func routerClient(t *testing.T, httpAddr, httpsAddr string, ca *x509.CertPool) *
 	}
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	tr := &http.Transport{
+		// URLs carry the router's real ports; only the host is mapped.
 		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
-			_, port, _ := net.SplitHostPort(a)
-			if port == "443" {
-				return dialer.DialContext(ctx, network, httpsAddr)
+			_, port, err := net.SplitHostPort(a)
+			if err != nil {
+				return nil, err
 			}
-			return dialer.DialContext(ctx, network, httpAddr)
+			if target := net.JoinHostPort("127.0.0.1", port); target == httpAddr || target == httpsAddr {
+				return dialer.DialContext(ctx, network, target)
+			}
+			return nil, fmt.Errorf("routerClient: %s is not the router", a)
 		},
 		TLSClientConfig:   &tls.Config{RootCAs: ca, MinVersion: tls.VersionTLS12},
 		DisableKeepAlives: true,

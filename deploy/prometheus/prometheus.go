@@ -107,11 +107,13 @@ func Render(o Options) ([]byte, error) {
 	}
 	data := struct {
 		Discovery, ConsulAddr, SDURL, RulesFile string
-		ScrapeInterval, RefreshInterval         string
+		ScrapeInterval, ScrapeTimeout           string
+		RefreshInterval                         string
 		Jobs                                    []job
 	}{
 		Discovery: o.Discovery, ConsulAddr: o.ConsulAddr, SDURL: o.SDURL, RulesFile: o.RulesFile,
-		ScrapeInterval: promDuration(o.ScrapeInterval), RefreshInterval: promDuration(o.RefreshInterval),
+		ScrapeInterval: promDuration(o.ScrapeInterval), ScrapeTimeout: promDuration(min(o.ScrapeInterval, 5*time.Second)),
+		RefreshInterval: promDuration(o.RefreshInterval),
 		Jobs: []job{
 			{Service: registry.ServiceApp, Tenant: true},
 			{Service: registry.ServiceRouter},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -20,12 +21,18 @@ import (
 	"stagesub.dev/registry/consuldev"
 )
 
+// EnvBenchConsul, when set, is the address of an empty Consul (or a
+// stagesub-consul process) for the benchmarks to use instead of an in-process
+// stand-in. Then the process CPU they report is the client side alone.
+const EnvBenchConsul = "STAGESUB_BENCH_CONSUL"
+
 // BenchmarkWatchInstanceChange measures, with N tenants of 2 app instances
 // each in the stand-in, the time from the start of an instance registration
 // to the watcher's OnSnapshot call with that instance, and the cost of that
-// one change: bytes on the wire (both ways) between the watcher and Consul and process CPU
-// (watcher, stand-in and the registration request together).
-// Run: go test -run '^$' -bench BenchmarkWatch -benchtime 200x ./consul/
+// one change: bytes on the wire (both ways) between the watcher and Consul,
+// and process CPU (watcher, registration request and, unless EnvBenchConsul
+// is set, the in-process stand-in).
+// Run: go test -run '^$' -bench BenchmarkWatch -benchtime 100x ./consul/
 func BenchmarkWatchInstanceChange(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {
@@ -116,11 +123,23 @@ type benchFleet struct {
 func newBenchFleet(b *testing.B, n int) *benchFleet {
 	b.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := consuldev.StartTest(b, consuldev.Config{HTTPAddr: "127.0.0.1:0", Logger: quiet})
-	f := &benchFleet{b: b, ops: NewClient(b, srv.Addr()), hit: make(chan struct{}, 1)}
+	addr := os.Getenv(EnvBenchConsul)
+	if addr == "" {
+		addr = consuldev.StartTest(b, consuldev.Config{HTTPAddr: "127.0.0.1:0", Logger: quiet}).Addr()
+	}
+	f := &benchFleet{b: b, ops: NewClient(b, addr), hit: make(chan struct{}, 1)}
 	f.host, f.port = MustHealthServer(b, http.StatusOK)
 	ctx := context.Background()
 	store := consul.NewStore(f.ops)
+	var deregs []func(context.Context) error
+	b.Cleanup(func() { // leaves an external server as it was
+		for _, d := range deregs {
+			_ = d(ctx)
+		}
+		for _, slug := range f.slugs {
+			_ = store.DeleteTenant(ctx, slug)
+		}
+	})
 	for i := range n {
 		slug := fmt.Sprintf("orchestra-%04d", i)
 		f.slugs = append(f.slugs, slug)
@@ -128,9 +147,11 @@ func newBenchFleet(b *testing.B, n int) *benchFleet {
 			b.Fatal(err)
 		}
 		for j := range 2 {
-			if _, _, err := consul.Register(ctx, f.ops, f.reg(slug, fmt.Sprintf("%s-%d", slug, j))); err != nil {
+			_, d, err := consul.Register(ctx, f.ops, f.reg(slug, fmt.Sprintf("%s-%d", slug, j)))
+			if err != nil {
 				b.Fatal(err)
 			}
+			deregs = append(deregs, d)
 		}
 	}
 	var d net.Dialer
@@ -142,7 +163,7 @@ func newBenchFleet(b *testing.B, n int) *benchFleet {
 		return &countingConn{Conn: c, n: &f.read}, nil
 	}}
 	b.Cleanup(tr.CloseIdleConnections)
-	wc, err := api.NewClient(&api.Config{Address: srv.Addr(), HttpClient: &http.Client{Transport: tr}})
+	wc, err := api.NewClient(&api.Config{Address: addr, HttpClient: &http.Client{Transport: tr}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -276,7 +276,6 @@ func (w *Watcher) loop(ctx context.Context, src source) {
 			w.log.Info("consul watch recovered", "source", src.String(), "failures", failures)
 			failures = 0
 		}
-		state.failing.Store(false)
 		next, changed, reset := nextIndex(index, got.index)
 		if reset {
 			w.resets.Add(1)
@@ -286,6 +285,7 @@ func (w *Watcher) loop(ctx context.Context, src source) {
 		if changed {
 			w.apply(src, got)
 		}
+		state.failing.Store(false)
 	}
 }
 
@@ -293,7 +293,28 @@ func (w *Watcher) loop(ctx context.Context, src source) {
 type result struct {
 	index   uint64
 	pairs   api.KVPairs
-	entries []*api.ServiceEntry
+	entries []healthEntry
+}
+
+// healthEntry is the part of a /v1/health/service answer the watcher uses.
+// Decoding into it rather than []*api.ServiceEntry skips the fields the
+// snapshot does not need, which saves most of the client's CPU per change
+// at 1,000 tenants (see docs/bench/registry.md).
+type healthEntry struct {
+	Node struct {
+		Node    string
+		Address string
+	}
+	Service struct {
+		ID      string
+		Address string
+		Port    int
+		Meta    map[string]string
+	}
+	Checks []struct {
+		CheckID string
+		Status  string
+	}
 }
 
 func (w *Watcher) query(src source, q *api.QueryOptions) (result, error) {
@@ -306,9 +327,9 @@ func (w *Watcher) query(src source, q *api.QueryOptions) (result, error) {
 	case sourceKV:
 		r.pairs, meta, err = w.c.KV().List(registry.KeyPrefix, q)
 	case sourceApp:
-		r.entries, meta, err = w.c.Health().Service(registry.ServiceApp, "", false, q)
+		meta, err = w.c.Raw().Query("/v1/health/service/"+registry.ServiceApp, &r.entries, q)
 	case sourceAdmin:
-		r.entries, meta, err = w.c.Health().Service(registry.ServiceAdmin, "", false, q)
+		meta, err = w.c.Raw().Query("/v1/health/service/"+registry.ServiceAdmin, &r.entries, q)
 	}
 	if err != nil {
 		return r, err
@@ -317,7 +338,7 @@ func (w *Watcher) query(src source, q *api.QueryOptions) (result, error) {
 	return r, nil
 }
 
-// NextIndex applies Consul's blocking-query index rules: given the index a
+// nextIndex applies Consul's blocking-query index rules: given the index a
 // query was sent with (prev) and the index it returned (got), it returns the
 // index for the next query, whether the answer may hold a change, and whether
 // the index went backwards (then the next query starts over from 0 and the
@@ -357,11 +378,8 @@ func (w *Watcher) apply(src source, r result) {
 		w.mu.Unlock()
 	case sourceAdmin:
 		admins := make([]registry.Instance, 0, len(r.entries))
-		for _, e := range r.entries {
-			if e == nil || e.Service == nil {
-				continue
-			}
-			admins = append(admins, toInstance(registry.ServiceAdmin, "", e))
+		for i := range r.entries {
+			admins = append(admins, toInstance(registry.ServiceAdmin, "", &r.entries[i]))
 		}
 		sortInstances(admins)
 		w.mu.Lock()
@@ -421,13 +439,11 @@ func (w *Watcher) callOnSnapshot(s *registry.Snapshot) {
 
 // groupByTenant returns the app instances by Meta[registry.MetaTenant], each
 // group sorted by ID, and the number of entries without that meta.
-func groupByTenant(entries []*api.ServiceEntry) (map[string][]registry.Instance, int) {
+func groupByTenant(entries []healthEntry) (map[string][]registry.Instance, int) {
 	apps := make(map[string][]registry.Instance)
 	skipped := 0
-	for _, e := range entries {
-		if e == nil || e.Service == nil {
-			continue
-		}
+	for i := range entries {
+		e := &entries[i]
 		slug := e.Service.Meta[registry.MetaTenant]
 		if slug == "" {
 			skipped++
@@ -441,36 +457,42 @@ func groupByTenant(entries []*api.ServiceEntry) (map[string][]registry.Instance,
 	return apps, skipped
 }
 
-func toInstance(service, tenant string, e *api.ServiceEntry) registry.Instance {
+func toInstance(service, tenant string, e *healthEntry) registry.Instance {
 	in := registry.Instance{
 		ID:      e.Service.ID,
 		Service: service,
 		Tenant:  tenant,
+		Node:    e.Node.Node,
 		Address: e.Service.Address,
 		Port:    e.Service.Port,
 		Version: e.Service.Meta[registry.MetaVersion],
-		Health:  aggregate(e.Checks),
+		Health:  aggregate(e),
 	}
-	if e.Node != nil {
-		in.Node = e.Node.Node
-		if in.Address == "" {
-			in.Address = e.Node.Address
-		}
+	if in.Address == "" {
+		in.Address = e.Node.Address
 	}
 	return in
 }
 
-// aggregate is the instance's health: critical if any check (node checks
-// included) is critical, in maintenance or unknown; warning if any is
-// warning; passing otherwise, also when there are no checks.
-func aggregate(checks api.HealthChecks) registry.Health {
-	switch checks.AggregatedStatus() {
-	case api.HealthPassing:
-		return registry.HealthPassing
-	case api.HealthWarning:
-		return registry.HealthWarning
+// aggregate is the instance's health, as api.HealthChecks.AggregatedStatus
+// computes it: critical if any check (node checks included) is critical, in
+// maintenance or of an unknown status; else warning if any is warning; else
+// passing, also when there are no checks.
+func aggregate(e *healthEntry) registry.Health {
+	h := registry.HealthPassing
+	for _, c := range e.Checks {
+		if c.CheckID == api.NodeMaint || strings.HasPrefix(c.CheckID, api.ServiceMaintPrefix) {
+			return registry.HealthCritical
+		}
+		switch c.Status {
+		case api.HealthPassing:
+		case api.HealthWarning:
+			h = registry.HealthWarning
+		default:
+			return registry.HealthCritical
+		}
 	}
-	return registry.HealthCritical
+	return h
 }
 
 func sortInstances(is []registry.Instance) {

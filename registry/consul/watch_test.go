@@ -378,3 +378,51 @@ func TestNextIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestWatcher_Health: an instance's health aggregates all its checks, node
+// checks and maintenance included.
+func TestWatcher_Health(t *testing.T) {
+	ctx := context.Background()
+	_, c := MustStart(t)
+	tests := []struct {
+		id     string
+		status int
+		maint  bool
+		want   registry.Health
+	}{
+		{"a-ok", http.StatusOK, false, registry.HealthPassing},
+		{"b-busy", http.StatusTooManyRequests, false, registry.HealthWarning},
+		{"c-down", http.StatusInternalServerError, false, registry.HealthCritical},
+		{"d-maint", http.StatusOK, true, registry.HealthCritical},
+	}
+	for _, tt := range tests {
+		host, port := MustHealthServer(t, tt.status)
+		if _, _, err := consul.Register(ctx, c, registry.Registration{
+			Service: registry.ServiceApp, ID: tt.id, Tenant: "goteborg", Address: host, Port: port, CheckInterval: time.Second,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if tt.maint {
+			if err := c.Agent().EnableServiceMaintenance(tt.id, "upgrade"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	w := MustRunWatcher(t, c, consul.WatchOptions{WaitTime: 2 * time.Second})
+	WaitFor(t, "checks run", func() bool {
+		is := w.Snapshot().Instances["goteborg"]
+		return len(is) == len(tests) && is[0].Health == registry.HealthPassing && is[1].Health == registry.HealthWarning
+	})
+	is := w.Snapshot().Instances["goteborg"]
+	for i, tt := range tests {
+		if got, want := is[i].ID, tt.id; got != want {
+			t.Fatalf("instance %d is %s, want %s (sorted by ID)", i, got, want)
+		}
+		if got, want := is[i].Health, tt.want; got != want {
+			t.Errorf("%s: health = %q, want %q", tt.id, got, want)
+		}
+	}
+	if got := w.Snapshot().Passing("goteborg"); len(got) != 1 || got[0].ID != "a-ok" {
+		t.Errorf("Passing = %v, want only a-ok", got)
+	}
+}

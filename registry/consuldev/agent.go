@@ -237,7 +237,7 @@ func agentCheckView(c *api.HealthCheck) *api.AgentCheck {
 
 func (s *Server) agentServiceRegister(w http.ResponseWriter, r *http.Request) (any, error) {
 	var def serviceDef
-	if err := decodeBody(r, &def); err != nil {
+	if err := decodeLenient(r, &def); err != nil {
 		return nil, err
 	}
 	if def.Name == "" {
@@ -389,7 +389,7 @@ func (s *Server) addCheckLocked(idx uint64, c *agentCheck) {
 	if d.Status != "" {
 		hc.Status = d.Status
 	}
-	if d.Type() != "ttl" {
+	if d.typ() != "ttl" {
 		hc.Definition = api.HealthCheckDefinition{
 			HTTP: d.HTTP, Header: d.Header, Method: d.Method, Body: d.Body,
 			TLSServerName: d.TLSServerName, TLSSkipVerify: d.TLSSkipVerify,
@@ -420,9 +420,6 @@ func (s *Server) addCheckLocked(idx uint64, c *agentCheck) {
 	s.syncCheck(idx, c)
 	s.startCheck(c)
 }
-
-// Type is the exported form of typ, for readability at call sites.
-func (c *checkDef) Type() string { return c.typ() }
 
 // syncCheck writes the agent's view of a check to the catalog and
 // invalidates dependent sessions when it is critical. Caller holds s.mu.
@@ -575,7 +572,7 @@ func (s *Server) agentChecks(w http.ResponseWriter, r *http.Request) (any, error
 
 func (s *Server) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any, error) {
 	var d checkDef
-	if err := decodeBody(r, &d); err != nil {
+	if err := decodeLenient(r, &d); err != nil {
 		return nil, err
 	}
 	if d.Name == "" {

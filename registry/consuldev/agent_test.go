@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -284,5 +285,78 @@ func TestCatalog_ServicesAndIndexes(t *testing.T) {
 	name, err := c.Agent().NodeName()
 	if err != nil || name != "stagesub-dev" {
 		t.Fatalf("node name: got %q, %v", name, err)
+	}
+}
+
+func TestAgent_RegisterSnakeCase(t *testing.T) {
+	t.Parallel()
+	s := consuldev.StartTest(t, consuldev.Config{})
+	c := s.Client(t)
+	body := `{"name":"raw","id":"raw-1","tags":["a"],"meta":{"some_key":"v"},
+		"check":{"ttl":"1m","status":"passing","deregister_critical_service_after":"90s"}}`
+	req, _ := http.NewRequest(http.MethodPut, "http://"+s.Addr()+"/v1/agent/service/register", strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("register: status %d", resp.StatusCode)
+	}
+	svcs, err := c.Agent().Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := svcs["raw-1"]
+	if svc == nil || svc.Meta["some_key"] != "v" {
+		t.Fatalf("service: got %+v, want raw-1 with meta some_key (user keys untouched)", svc)
+	}
+	checks, _ := c.Agent().Checks()
+	chk := checks["service:raw-1"]
+	if chk == nil || chk.Status != api.HealthPassing || chk.Type != "ttl" {
+		t.Fatalf("check: got %+v, want a passing TTL check", chk)
+	}
+}
+
+func TestAgent_CheckThresholds(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	var failedHits atomic.Int64
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			failedHits.Add(1)
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	defer app.Close()
+	s := consuldev.StartTest(t, consuldev.Config{})
+	c := s.Client(t)
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		Name: "flaky",
+		Check: &api.AgentServiceCheck{HTTP: app.URL, Interval: "300ms",
+			FailuresBeforeWarning: 2, FailuresBeforeCritical: 4},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	status := func() string {
+		checks, err := c.Agent().Checks()
+		if err != nil || checks["service:flaky"] == nil {
+			return ""
+		}
+		return checks["service:flaky"].Status
+	}
+	waitFor(t, 5*time.Second, "passing", func() bool { return status() == api.HealthPassing })
+	fail.Store(true)
+	waitFor(t, 5*time.Second, "first failed probe", func() bool { return failedHits.Load() >= 1 })
+	if got, want := status(), api.HealthPassing; got != want {
+		t.Fatalf("after 1 failure: got %q, want %q (FailuresBeforeWarning=2)", got, want)
+	}
+	waitFor(t, 5*time.Second, "warning", func() bool { return status() == api.HealthWarning })
+	if n := failedHits.Load(); n < 2 {
+		t.Fatalf("warning after %d failures, want >= 2", n)
+	}
+	waitFor(t, 5*time.Second, "critical", func() bool { return status() == api.HealthCritical })
+	if n := failedHits.Load(); n < 4 {
+		t.Fatalf("critical after %d failures, want >= 4", n)
 	}
 }

@@ -428,3 +428,60 @@ func jsonEqual(a, b any) bool {
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
+
+// userMapKeys are objects whose keys are user data (never translated).
+var userMapKeys = map[string]bool{"meta": true, "nodemeta": true, "servicemeta": true, "header": true, "taggedaddresses": true, "config": true}
+
+// decodeLenient decodes a JSON body like Consul's service/check definition
+// decoder: snake_case keys ("deregister_critical_service_after") are
+// accepted as well as CamelCase. Keys of user maps (Meta, Header,
+// TaggedAddresses, ...) are left alone.
+func decodeLenient(r *http.Request, v any) error {
+	body, err := readBody(r, 32<<20)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	var raw any
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return errf(400, "Request decode failed: %v", err)
+	}
+	fixed, err := json.Marshal(translateKeys(raw))
+	if err != nil {
+		return errf(400, "Request decode failed: %v", err)
+	}
+	if err := json.Unmarshal(fixed, v); err != nil {
+		return errf(400, "Request decode failed: %v", err)
+	}
+	return nil
+}
+
+func translateKeys(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, val := range x {
+			nk := k
+			if strings.Contains(k, "_") {
+				nk = strings.ReplaceAll(k, "_", "")
+			}
+			if nk == "args" { // Consul's alias of ScriptArgs
+				nk = "ScriptArgs"
+			}
+			if userMapKeys[strings.ToLower(nk)] {
+				out[nk] = val
+				continue
+			}
+			out[nk] = translateKeys(val)
+		}
+		return out
+	case []any:
+		for i := range x {
+			x[i] = translateKeys(x[i])
+		}
+		return x
+	}
+	return v
+}

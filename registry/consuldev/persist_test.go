@@ -114,4 +114,3 @@ func TestPersist_CorruptSnapshotIsAnError(t *testing.T) {
 		t.Fatal("start with a corrupt snapshot: got nil error")
 	}
 }
-

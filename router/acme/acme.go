@@ -160,6 +160,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 		AltHTTPPort:    cfg.HTTPPort,
 		AltTLSALPNPort: cfg.TLSPort,
 		Logger:         zl,
+
+		DisableHTTPChallenge:    !slices.Contains(cfg.OnDemandChallenges, ChallengeHTTP01),
+		DisableTLSALPNChallenge: !slices.Contains(cfg.OnDemandChallenges, ChallengeTLSALPN01),
 	})
 	m.onDemand.Issuers = []certmagic.Issuer{m.httpIssuer}
 
@@ -262,8 +265,9 @@ func (m *Manager) eventHandler(onDemand bool) func(context.Context, string, map[
 		switch event {
 		case "cert_obtaining":
 			if onDemand && !renewal && !m.limiter.allow() {
-				err = ErrRateLimited
-				m.metrics.refuse(err)
+				// ErrNoRetry: certmagic would otherwise retry within the handshake.
+				err = certmagic.ErrNoRetry{Err: ErrRateLimited}
+				m.metrics.refuse(ErrRateLimited)
 				m.logger.Warn("acme: on-demand certificate refused: rate limit", "identifier", data["identifier"])
 			} else {
 				m.logger.Info("acme: ordering certificate", "identifier", data["identifier"], "renewal", renewal)

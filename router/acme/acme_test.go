@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,11 +222,20 @@ func TestWildcardApexRestartRenew(t *testing.T) {
 func equal(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") }
 
 // TestOnDemand: a listed custom domain gets a certificate at its first
-// handshake (HTTP-01 or TLS-ALPN-01 through the router's own listeners);
-// an unlisted one, a name under the base domain (even if the table were to
-// list it) and one past the rate limit are refused.
+// handshake, through HTTP-01 on the router's HTTP handler or TLS-ALPN-01 on
+// its TLS listener; an unlisted one, a name under the base domain (even if
+// the table were to list it) and one past the rate limit are refused.
 func TestOnDemand(t *testing.T) {
 	t.Parallel()
+	for _, challenge := range []string{acme.ChallengeHTTP01, acme.ChallengeTLSALPN01} {
+		t.Run(challenge, func(t *testing.T) {
+			t.Parallel()
+			testOnDemand(t, challenge)
+		})
+	}
+}
+
+func testOnDemand(t *testing.T, challenge string) {
 	r := listen(t)
 	st := acmetest.Start(t, acmetest.StackConfig{
 		Base:      base,
@@ -234,6 +244,7 @@ func TestOnDemand(t *testing.T) {
 	})
 	cfg := st.Config(t)
 	cfg.OnDemandLimit = 1
+	cfg.OnDemandChallenges = []string{challenge}
 	listed := map[string]bool{"shop.customer.test": true, "shop2.customer.test": true, "a.b." + base: true}
 	m := newManager(t, cfg, acme.Options{Allowed: func(h string) bool { return listed[h] }})
 	r.serve(t, m)
@@ -247,9 +258,14 @@ func TestOnDemand(t *testing.T) {
 	if got, want := leaf.DNSNames, []string{"shop.customer.test"}; !equal(got, want) {
 		t.Errorf("served %v, want %v", got, want)
 	}
-	// Served from the cache now.
+	// Served from the cache now, whatever the case of the SNI.
 	if _, err := handshake(r, "SHOP.customer.test", roots); err != nil {
 		t.Errorf("second handshake: %v", err)
+	}
+	httpRequests := 0
+	r.challenges.Range(func(k, _ any) bool { httpRequests++; return true })
+	if got, want := httpRequests > 0, challenge == acme.ChallengeHTTP01; got != want {
+		t.Errorf("HTTP-01 requests at the router = %d, want some: %v", httpRequests, want)
 	}
 
 	for _, tt := range []struct{ name, host, reason string }{
@@ -269,22 +285,27 @@ func TestOnDemand(t *testing.T) {
 	if got, want := st.Pebble.Orders()-ordersBefore, 1; got != want {
 		t.Errorf("on-demand orders = %d, want %d (only the listed domain within the limit)", got, want)
 	}
-	n := 0
-	r.challenges.Range(func(k, _ any) bool { n++; return true })
-	t.Logf("HTTP-01 requests seen by the router's HTTP handler: %d", n)
 }
 
 // TestReplicasShareConsul: two replicas with storage in Consul start at
 // once; between them they make exactly one order per name, and both serve
-// the same wildcard certificate.
+// the same wildcard certificate. An on-demand certificate ordered by one
+// replica is validated through the other's HTTP handler (challenge tokens
+// in Consul) and then loaded, not ordered again, by the other.
 func TestReplicasShareConsul(t *testing.T) {
 	t.Parallel()
 	r1, r2 := listen(t), listen(t)
-	st := acmetest.Start(t, acmetest.StackConfig{Base: base, HTTPPort: port(r1.httpLn), TLSPort: port(r1.tlsLn)})
+	st := acmetest.Start(t, acmetest.StackConfig{
+		Base:      base,
+		Customers: []acmetest.Zone{{Name: "customer.test", Hosts: []string{"shop"}}},
+		HTTPPort:  port(r1.httpLn), TLSPort: port(r1.tlsLn),
+	})
 	srv := consuldev.StartTest(t, consuldev.Config{})
 	cfg := st.Config(t)
 	cfg.Storage = acme.StorageConsul
 	cfg.ConsulPrefix = "stagesub/certmagic"
+	cfg.OnDemandChallenges = []string{acme.ChallengeHTTP01}
+	allowed := func(h string) bool { return h == "shop.customer.test" }
 
 	var mu sync.Mutex
 	obtaining := make(map[string]int)
@@ -303,7 +324,7 @@ func TestReplicasShareConsul(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			m, err := acme.New(ctx, cfg, acme.Options{Base: base, Consul: srv.Client(t), Logger: testLogger(t), OnEvent: onEvent})
+			m, err := acme.New(ctx, cfg, acme.Options{Base: base, Allowed: allowed, Consul: srv.Client(t), Logger: testLogger(t), OnEvent: onEvent})
 			if err != nil {
 				t.Errorf("replica %d: %v", i, err)
 				return
@@ -347,6 +368,30 @@ func TestReplicasShareConsul(t *testing.T) {
 	if l1.SerialNumber.Cmp(l2.SerialNumber) != 0 {
 		t.Errorf("replicas serve different wildcard certificates: %v and %v", l1.SerialNumber, l2.SerialNumber)
 	}
+
+	t.Run("OnDemandAcrossReplicas", func(t *testing.T) {
+		// Replica 2 orders; pebble validates on replica 1's HTTP port.
+		s2, err := handshake(r2, "shop.customer.test", roots)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		r1.challenges.Range(func(k, _ any) bool { n++; return true })
+		if n == 0 {
+			t.Error("replica 1's HTTP handler saw no HTTP-01 challenge")
+		}
+		orders := st.Pebble.Orders()
+		s1, err := handshake(r1, "shop.customer.test", roots)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s1.SerialNumber.Cmp(s2.SerialNumber) != 0 {
+			t.Error("replica 1 serves another certificate than the one replica 2 obtained")
+		}
+		if got, want := st.Pebble.Orders(), orders; got != want {
+			t.Errorf("orders = %d after replica 1's handshake, want %d (loaded from Consul)", got, want)
+		}
+	})
 }
 
 // TestWrongTSIG: a wrong TSIG secret makes New fail with an error that
@@ -401,6 +446,24 @@ func TestExecProvider(t *testing.T) {
 	if got := st.Named.TXT(t, "_acme-challenge."+base); len(got) != 0 {
 		t.Errorf("challenge records left behind: %q", got)
 	}
+
+	t.Run("ErrRenewalCounted", func(t *testing.T) {
+		if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'dns api down' >&2\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		err := m.Renew(ctx, base)
+		if err == nil || !strings.Contains(err.Error(), "dns api down") {
+			t.Fatalf("Renew with a failing hook = %v, want the hook's output in the error", err)
+		}
+		if got, want := counter(t, m, "stagesub_router_acme_certificates_total", "op", "renew", "result", "failure"), 1.0; got != want {
+			t.Errorf("renew failures = %v, want %v", got, want)
+		}
+		if _, err := handshake(r, base, st.Pebble.Roots(t)); err != nil {
+			t.Errorf("the old apex certificate is no longer served: %v", err)
+		}
+	})
 }
 
 func TestLoad(t *testing.T) {
@@ -476,3 +539,9 @@ func TestLoad(t *testing.T) {
 		})
 	}
 }
+
+// The router's certificate-source seam.
+var _ interface {
+	TLSConfig() *tls.Config
+	HTTPHandler(http.Handler) http.Handler
+} = (*acme.Manager)(nil)

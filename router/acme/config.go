@@ -35,6 +35,9 @@ const (
 
 	EnvOnDemandLimit  = "STAGESUB_ACME_ONDEMAND_LIMIT"  // new on-demand certificates per window, default 20
 	EnvOnDemandWindow = "STAGESUB_ACME_ONDEMAND_WINDOW" // default 1h
+	// EnvOnDemandChallenges lists the challenge types offered for custom
+	// domains, default "http-01,tls-alpn-01".
+	EnvOnDemandChallenges = "STAGESUB_ACME_ONDEMAND_CHALLENGES"
 
 	EnvHTTPPort = "STAGESUB_ACME_HTTP_PORT" // port the CA validates HTTP-01 on (the router's HTTP port), default 80
 	EnvTLSPort  = "STAGESUB_ACME_TLS_PORT"  // port the CA validates TLS-ALPN-01 on (the router's HTTPS port), default 443
@@ -44,6 +47,12 @@ const (
 const (
 	ProviderRFC2136 = "rfc2136"
 	ProviderExec    = "exec"
+)
+
+// Challenge types for on-demand certificates.
+const (
+	ChallengeHTTP01    = "http-01"
+	ChallengeTLSALPN01 = "tls-alpn-01"
 )
 
 // Storage kinds.
@@ -86,6 +95,9 @@ type Config struct {
 	// all custom domains (renewals are not counted).
 	OnDemandLimit  int
 	OnDemandWindow time.Duration
+	// OnDemandChallenges are the challenge types offered for custom
+	// domains (ChallengeHTTP01, ChallengeTLSALPN01); both if empty.
+	OnDemandChallenges []string
 
 	// HTTPPort and TLSPort are where the CA connects for HTTP-01 and
 	// TLS-ALPN-01: the router's public HTTP and HTTPS ports.
@@ -160,6 +172,7 @@ func Load(environ []string) (Config, error) {
 	}
 	c.CARoots = list(env[EnvCARoots])
 	c.Resolvers = list(env[EnvDNSResolvers])
+	c.OnDemandChallenges = list(env[EnvOnDemandChallenges])
 	c.PropagationTimeout = duration(EnvDNSTimeout, 2*time.Minute)
 	c.PropagationDelay = duration(EnvDNSDelay, 0)
 	c.DNSTTL = duration(EnvDNSTTL, 60*time.Second)
@@ -207,7 +220,15 @@ func (c *Config) Validate() error {
 	if c.OnDemandWindow == 0 {
 		c.OnDemandWindow = time.Hour
 	}
+	if len(c.OnDemandChallenges) == 0 {
+		c.OnDemandChallenges = []string{ChallengeHTTP01, ChallengeTLSALPN01}
+	}
 	var errs []error
+	for _, ch := range c.OnDemandChallenges {
+		if ch != ChallengeHTTP01 && ch != ChallengeTLSALPN01 {
+			errs = append(errs, fmt.Errorf("%s: unknown challenge %q (want %s or %s)", EnvOnDemandChallenges, ch, ChallengeHTTP01, ChallengeTLSALPN01))
+		}
+	}
 	if c.CA == "" {
 		errs = append(errs, fmt.Errorf("%s: the CA directory URL is required", EnvCA))
 	}

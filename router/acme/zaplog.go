@@ -3,6 +3,7 @@ package acme
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -61,7 +62,7 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	}
 	r := slog.NewRecord(e.Time, slogLevel(e.Level), e.Message, 0)
 	if e.LoggerName != "" {
-		r.AddAttrs(slog.String("logger", "certmagic."+e.LoggerName))
+		r.AddAttrs(slog.String("logger", "certmagic."+strings.TrimPrefix(e.LoggerName, ".")))
 	}
 	for k, v := range enc.Fields {
 		r.AddAttrs(slog.Any(k, v))

@@ -207,6 +207,7 @@ func TestWebSocketAndSSE_SurviveRoutingChange(t *testing.T) {
 	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
 		for {
 			select {
 			case <-r.Context().Done():

@@ -232,7 +232,10 @@ func (m *Main) Run(ctx context.Context) error {
 	defer cancel()
 	watcher := consul.NewWatcher(cc, consul.WatchOptions{Logger: log.With("component", "watch")})
 
-	var metrics *prometheus.Metrics
+	var (
+		metrics *prometheus.Metrics
+		h       *http.Handler
+	)
 	m.Cache = admin.NewCache(admin.CacheOptions{
 		Collector: &admin.Collector{
 			Source: src, Concurrency: c.Concurrency, Timeout: c.Timeout,
@@ -241,7 +244,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Snapshot: watcher.Snapshot,
 		Ready:    watcher.Ready(),
 		Interval: c.Interval,
-		OnReport: func(r *admin.Report) { metrics.Observe(r) },
+		OnReport: func(r *admin.Report) { metrics.Observe(r); h.Warm(r) },
 		Logger:   log.With("component", "stats"),
 	})
 	metrics = prometheus.New(m.Cache.Report)
@@ -250,7 +253,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := metrics.Register(reg); err != nil {
 		return err
 	}
-	h, err := http.New(http.Options{
+	h, err = http.New(http.Options{
 		Stats: m.Cache, User: c.User, PasswordHash: c.PasswordHash, SessionKey: c.SessionKey,
 		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		MetricsToken: c.MetricsToken, Logger: log.With("component", "http"),

@@ -11,9 +11,13 @@ import (
 	"stagesub.dev/deploy/cmd/stagesubctl/ctl"
 )
 
+// version is set at build time (scripts/build: -X main.version=...).
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	m := &ctl.Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	ctl.Version = version
+	m := &ctl.Main{Stdout: os.Stdout, Stderr: os.Stderr}
 	code := m.Exec(ctx, os.Args[1:], os.Environ())
 	stop()
 	os.Exit(code)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -122,6 +123,7 @@ func (m *Main) loadAgent(args []string) error {
 	fs.StringVar(&f.datacenter, "datacenter", "", "datacenter (default dc1)")
 	fs.StringVar(&f.logLevel, "log-level", "", "log level: trace, debug, info, warn, error")
 	fs.Var(&files, "config-file", "Consul JSON config file (repeatable, merged in order)")
+	fs.Var(&files, "config-dir", "directory whose *.json files are read in lexical order (repeatable)")
 	// Accepted for compatibility, ignored.
 	for _, name := range []string{"bind", "advertise", "serf-lan-port", "dns-port", "grpc-port", "bootstrap-expect", "encrypt", "hcl", "config-format"} {
 		fs.String(name, "", "ignored")
@@ -137,8 +139,14 @@ func (m *Main) loadAgent(args []string) error {
 	}
 	merged := agentFlags{}
 	for _, path := range files {
-		if err := readConsulConfig(path, &merged); err != nil {
-			return err
+		paths := []string{path}
+		if st, err := os.Stat(path); err == nil && st.IsDir() {
+			paths, _ = filepath.Glob(filepath.Join(path, "*.json")) // sorted
+		}
+		for _, p := range paths {
+			if err := readConsulConfig(p, &merged); err != nil {
+				return err
+			}
 		}
 	}
 	// Flags override config files.

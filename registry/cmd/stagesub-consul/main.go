@@ -3,7 +3,7 @@
 // subset of `consul` that development tools and HashiCorp's sdk/testutil use:
 //
 //	stagesub-consul agent -dev -client=127.0.0.1 -http-port=8500 [-data-dir=DIR]
-//	stagesub-consul agent -config-file=F [-config-file=G ...]
+//	stagesub-consul agent -config-file=F [-config-file=G ...] [-config-dir=D]
 //	stagesub-consul version [-format=json]
 //
 // It is a single-node development and test stand-in, not a Consul cluster.

@@ -86,6 +86,7 @@ func StartNamed(tb testing.TB, cfg NamedConfig) *Named {
 		n.log = &logBuffer{}
 		cmd := exec.Command(bin, "-g", "-n", "1", "-c", conf)
 		cmd.Dir = n.Dir
+		dieWithParent(cmd)
 		cmd.Stdout, cmd.Stderr = n.log, n.log
 		if err := cmd.Start(); err != nil {
 			tb.Fatalf("acmetest: start named: %v", err)

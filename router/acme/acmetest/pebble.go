@@ -51,7 +51,8 @@ type Pebble struct {
 	log *logBuffer
 }
 
-// StartPebble starts pebble with -dnsserver cfg.DNSServer, no validation
+// StartPebble starts pebble with -dnsserver cfg.DNSServer, no authorization
+// reuse (every order solves its challenges), no validation
 // sleep and no nonce rejection, on free loopback ports, with an HTTPS
 // certificate it makes; it returns once the directory answers. pebble is
 // killed by tb.Cleanup.
@@ -91,7 +92,8 @@ func StartPebble(tb testing.TB, cfg PebbleConfig) *Pebble {
 		p.log = &logBuffer{}
 		cmd := exec.Command(bin, "-config", confFile, "-dnsserver", cfg.DNSServer)
 		cmd.Dir = p.Dir
-		cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+		dieWithParent(cmd)
+		cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
 		cmd.Stdout, cmd.Stderr = p.log, p.log
 		if err := cmd.Start(); err != nil {
 			tb.Fatalf("acmetest: start pebble: %v", err)

@@ -1,6 +1,11 @@
 package ctl
 
-import "context"
+import (
+	"context"
+	"fmt"
+
+	"stagesub.dev/app/schema"
+)
 
 // Command is one stagesubctl command. Adding a command is adding a file
 // with its Run function and one line in commands.
@@ -17,6 +22,7 @@ var commands []*Command
 func init() {
 	commands = []*Command{
 		{"help", "help", "show this help", runHelp},
+		{"version", "version", "print the build version", runVersion},
 		{"tenant create", "tenant create <slug> --name N [--admin-email E] [--domain D]... [--db-server S] [--start]", "create (or finish creating) a tenant", runTenantCreate},
 		{"tenant list", "tenant list [--json]", "list tenants", runTenantList},
 		{"tenant show", "tenant show <slug> [--json]", "record, instances, schema version, database size", runTenantShow},
@@ -28,6 +34,11 @@ func init() {
 		// Run(ctx, args, environ, stdout, stderr) error (see dev.go).
 		// {"dev", "dev [args]", "run the whole stack on this machine", runDev},
 	}
+}
+
+func runVersion(ctx context.Context, m *Main, args []string) error {
+	fmt.Fprintf(m.Stdout, "stagesubctl %s (schema version %d)\n", Version, schema.Latest())
+	return nil
 }
 
 func runHelp(ctx context.Context, m *Main, args []string) error {

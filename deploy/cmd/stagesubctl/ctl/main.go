@@ -41,6 +41,9 @@ const (
 	EnvLogLevel      = "STAGESUB_LOG_LEVEL"      // debug, info, warn (default), error
 )
 
+// Version is the build version, printed by `stagesubctl version`.
+var Version = "dev"
+
 // DefaultServer names the server of STAGESUB_PG_ADMIN_URL.
 const DefaultServer = "default"
 
@@ -72,10 +75,12 @@ func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code
 
 // Main is one stagesubctl invocation: Load, then Run, then Close.
 type Main struct {
-	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Config         Config
 	Logger         *slog.Logger
+	// Terminal reports whether w is a terminal (progress bar or plain
+	// lines); nil detects it on *os.File.
+	Terminal func(w io.Writer) bool
 
 	cmd  *Command
 	args []string
@@ -397,7 +402,10 @@ func (m *Main) TenantURL(slug string) string {
 }
 
 // isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
+func (m *Main) isTerminal(w io.Writer) bool {
+	if m.Terminal != nil {
+		return m.Terminal(w)
+	}
 	f, ok := w.(*os.File)
 	return ok && termIsTerminal(int(f.Fd()))
 }

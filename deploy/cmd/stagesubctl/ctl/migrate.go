@@ -32,7 +32,7 @@ func runMigrate(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	start := time.Now()
-	prog := newProgress(m.Stderr, isTerminal(m.Stderr))
+	prog := newProgress(m.Stderr, m.isTerminal(m.Stderr))
 	results, err := p.Migrate(ctx, deploy.MigrateOptions{
 		Slugs: slugs, Concurrency: *conc, DryRun: *dry,
 		OnResult: prog.result,
@@ -52,7 +52,7 @@ func printMigrateSummary(w io.Writer, results []deploy.MigrateResult, dry bool, 
 		switch {
 		case r.Err != nil:
 			failed++
-			fmt.Fprintf(tw, "%s\tFAILED\t%d\t-\n", r.Slug, r.From)
+			fmt.Fprintf(tw, "%s\tFAILED\t?\t?\n", r.Slug)
 		case r.Skipped != "":
 			skipped++
 			fmt.Fprintf(tw, "%s\tskipped (%s)\t-\t-\n", r.Slug, r.Skipped)
@@ -89,7 +89,7 @@ func printMigrateSummary(w io.Writer, results []deploy.MigrateResult, dry bool, 
 			fmt.Fprintf(w, "  %s: %v\n", r.Slug, r.Err)
 		}
 	}
-	fmt.Fprintf(w, "re-run the same command after fixing them; migrated tenants are not touched again.\n")
+	fmt.Fprintf(w, "re-run the same command after fixing them; tenants already up to date are no-ops.\n")
 	return &ExitError{Code: 1}
 }
 

@@ -1,13 +1,16 @@
 package ctl_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"testing"
 
 	"stagesub.dev/app/schema"
+	"stagesub.dev/deploy/cmd/stagesubctl/ctl"
 	"stagesub.dev/registry"
 )
 
@@ -97,4 +100,15 @@ func TestMigrateFleet(t *testing.T) {
 	}
 	out = f.mustRun(t, "migrate", "fleet-00", "fleet-01")
 	contains(t, "migrate slugs", out, "2 tenants: 2 migrated (0 changed)")
+
+	// On a terminal: a progress bar redrawn in place, no per-tenant lines.
+	var stdout, stderr bytes.Buffer
+	m := &ctl.Main{Stdout: &stdout, Stderr: &stderr, Terminal: func(io.Writer) bool { return true }}
+	if code := m.Exec(ctx, []string{"migrate", "--all"}, f.env); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	contains(t, "progress bar", stderr.String(), "\r\033[K[", "] 20/20 ")
+	if strings.Contains(stderr.String(), "\n") {
+		t.Errorf("terminal output has lines: %q", stderr.String())
+	}
 }

@@ -1,0 +1,256 @@
+package e2e_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// spki returns Chromium's SPKI fingerprint of a certificate:
+// base64(sha256(SubjectPublicKeyInfo)).
+func spki(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// trustedSPKIs verifies the certificate chain the router serves for each
+// host against the internal CA (in Go, like a browser that trusts the CA
+// would) and returns the SPKI fingerprints of the CA and of every verified
+// certificate, for --ignore-certificate-errors-spki-list: Chromium then
+// accepts exactly those keys and nothing else.
+func (s *system) trustedSPKIs(t *testing.T, hosts []string) string {
+	t.Helper()
+	b, err := os.ReadFile(s.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := map[string]bool{}
+	for rest := b; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
+			set[spki(c)] = true
+		}
+	}
+	for _, h := range hosts {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", s.httpsAddr,
+			&tls.Config{ServerName: h, RootCAs: s.ca, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatalf("TLS to %s does not verify against the internal CA: %v", h, err)
+		}
+		for _, chain := range conn.ConnectionState().VerifiedChains {
+			for _, c := range chain {
+				set[spki(c)] = true
+			}
+		}
+		conn.Close()
+	}
+	var out []string
+	for k := range set {
+		out = append(out, k)
+	}
+	return strings.Join(out, ",")
+}
+
+// browserErrors collects console errors, uncaught exceptions and error log
+// entries of a page.
+type browserErrors struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (b *browserErrors) add(s string) {
+	b.mu.Lock()
+	b.errs = append(b.errs, s)
+	b.mu.Unlock()
+}
+
+func (b *browserErrors) take() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.errs
+	b.errs = nil
+	return e
+}
+
+// testBrowser: headless Chromium logs into a tenant app and into the admin
+// dashboard through the router over TLS with the internal CA, with no
+// console errors, and saves screenshots.
+func (s *system) testBrowser(t *testing.T, chromium string) {
+	_, port, _ := net.SplitHostPort(s.httpsAddr)
+	hosts := []string{"goteborg.localhost", "malmo.localhost", "admin.localhost"}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox, // root in CI
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		// Every name resolves to loopback; nothing leaves the machine.
+		chromedp.Flag("host-resolver-rules", "MAP * 127.0.0.1"),
+		chromedp.Flag("ignore-certificate-errors-spki-list", s.trustedSPKIs(t, hosts)),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	defer cancelTimeout()
+
+	errs := &browserErrors{}
+	err := chromedp.Listen(ctx, func(ev any) {
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+				var parts []string
+				for _, a := range ev.Args {
+					parts = append(parts, string(a.Value))
+				}
+				errs.add("console." + string(ev.Type) + ": " + strings.Join(parts, " "))
+			}
+		case *runtime.EventExceptionThrown:
+			errs.add(fmt.Sprintf("exception: %s at %s:%d", ev.ExceptionDetails.Text, ev.ExceptionDetails.URL, ev.ExceptionDetails.LineNumber))
+		case *log.EventEntryAdded:
+			if ev.Entry.Level == log.EntryLevelError {
+				errs.add(fmt.Sprintf("log %s: %s %s", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL))
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	if _, err := chromedp.Call(ctx, runtime.Enable, cdp.Empty{}); err != nil {
+		t.Fatalf("chromium: Runtime.enable: %v", err)
+	}
+	if _, err := chromedp.Call(ctx, log.Enable, cdp.Empty{}); err != nil {
+		t.Fatalf("chromium: Log.enable: %v", err)
+	}
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			buf, err := chromedp.FullScreenshot(100)(ctx, tg) // quality 100: PNG
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(s.art, name), buf, 0o644)
+		})
+	}
+	checkErrors := func(t *testing.T, page string) {
+		t.Helper()
+		for _, e := range errs.take() {
+			// Chromium asks every site for /favicon.ico on its own; a 404
+			// there is not an error of the page.
+			if strings.Contains(e, "status of 404") && strings.HasSuffix(e, "/favicon.ico") {
+				t.Logf("%s: ignored: %s", page, e)
+				continue
+			}
+			t.Errorf("%s: browser error: %s", page, e)
+		}
+	}
+	// state reads where the browser is and what it shows.
+	state := func(t *testing.T) (loc, title, text string) {
+		t.Helper()
+		var err error
+		if loc, err = chromedp.Run(ctx, chromedp.Location()); err != nil {
+			t.Fatal(err)
+		}
+		if title, err = chromedp.Run(ctx, chromedp.Title()); err != nil {
+			t.Fatal(err)
+		}
+		if text, err = chromedp.Run(ctx, chromedp.Text("body")); err != nil {
+			t.Fatal(err)
+		}
+		return loc, title, text
+	}
+
+	t.Run("TenantLogin", func(t *testing.T) {
+		base := "https://goteborg.localhost:" + port
+		creds := s.staff["goteborg"]
+		err := chromedp.Do(ctx,
+			chromedp.Navigate(base+"/login"),
+			chromedp.WaitVisible(`input[name="email"]`),
+			shot("browser-tenant-login.png"),
+			chromedp.SendKeys(`input[name="email"]`, creds[0]),
+			chromedp.SendKeys(`input[name="password"]`, creds[1]),
+			chromedp.Submit(`input[name="password"]`),
+			chromedp.WaitNotPresent(`input[name="password"]`),
+			chromedp.WaitReady("body"),
+			shot("browser-tenant-dashboard.png"),
+		)
+		if err != nil {
+			t.Fatalf("tenant login in chromium: %v", err)
+		}
+		loc, title, text := state(t)
+		if strings.Contains(loc, "/login") {
+			t.Errorf("still on the login page after logging in: %s", loc)
+		}
+		if !strings.Contains(text, "goteborg") && !strings.Contains(text, "Göteborgs Symfoniker") {
+			t.Errorf("dashboard (title %q) does not name the tenant", title)
+		}
+		err = chromedp.Do(ctx,
+			chromedp.Navigate(base+"/musicians"),
+			chromedp.WaitReady("body"),
+			shot("browser-tenant-musicians.png"),
+		)
+		if err != nil {
+			t.Fatalf("musicians page in chromium: %v", err)
+		}
+		if _, _, text := state(t); !strings.Contains(text, "Isolde Göteborgsdotter") {
+			t.Errorf("musicians page does not list the musician created in Isolation")
+		}
+		checkErrors(t, "tenant")
+	})
+
+	t.Run("AdminLogin", func(t *testing.T) {
+		base := "https://admin.localhost:" + port
+		err := chromedp.Do(ctx,
+			chromedp.Navigate(base+"/login"),
+			chromedp.WaitVisible(`#user`),
+			shot("browser-admin-login.png"),
+			chromedp.SendKeys(`#user`, s.adminUser),
+			chromedp.SendKeys(`#password`, s.adminPassword),
+			chromedp.Submit(`#password`),
+			chromedp.WaitNotPresent(`#password`),
+			chromedp.WaitReady("body"),
+			shot("browser-admin-dashboard.png"),
+		)
+		if err != nil {
+			t.Fatalf("admin login in chromium: %v", err)
+		}
+		loc, _, text := state(t)
+		if strings.Contains(loc, "/login") {
+			t.Errorf("still on the login page: %s", loc)
+		}
+		for _, tn := range tenants {
+			if !strings.Contains(text, tn.Slug) && !strings.Contains(text, tn.Name) {
+				t.Errorf("admin dashboard does not list tenant %s", tn.Slug)
+			}
+		}
+		checkErrors(t, "admin")
+	})
+}
