@@ -198,10 +198,27 @@ func (o Options) runningPID() int {
 	if err != nil || pid <= 0 {
 		return 0
 	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+	if !alive(pid) {
 		return 0
 	}
 	return pid
+}
+
+// alive reports whether process pid exists and is not a zombie (a detached
+// stack is reparented to PID 1, which may be slow to reap it).
+func alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	// "pid (comm) S ...": the state follows the last ')'.
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2] != 'Z'
+	}
+	return true
 }
 
 // stop signals the running stack and waits until it is gone.
@@ -216,7 +233,7 @@ func stop(ctx context.Context, o Options, stdout io.Writer) error {
 		return fmt.Errorf("devstack: signal %d: %w", pid, err)
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	for o.runningPID() == pid {
+	for alive(pid) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("devstack: pid %d still running after 60s; see %s", pid, filepath.Join(o.logDir(), "dev.log"))
 		}

@@ -147,10 +147,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Manager, error) {
 	m.wildcard.Issuers = []certmagic.Issuer{m.dnsIssuer}
 
 	m.onDemand = certmagic.New(m.cache, certmagic.Config{
-		Storage:  storage,
-		Logger:   zl,
-		OnEvent:  m.eventHandler(true),
-		OnDemand: &certmagic.OnDemandConfig{DecisionFunc: m.decide},
+		Storage:           storage,
+		Logger:            zl,
+		OnEvent:           m.eventHandler(true),
+		OnDemand:          &certmagic.OnDemandConfig{DecisionFunc: m.decide},
+		DefaultServerName: base, // clients without SNI get the apex certificate
 	})
 	m.httpIssuer = certmagic.NewACMEIssuer(m.onDemand, certmagic.ACMEIssuer{
 		CA:             cfg.CA,

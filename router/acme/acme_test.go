@@ -235,31 +235,38 @@ func TestOnDemand(t *testing.T) {
 	}
 }
 
+// testOnDemand uses names of its own (certmagic coordinates handshakes for
+// one name process-wide, across Managers).
 func testOnDemand(t *testing.T, challenge string) {
+	tag := "http"
+	if challenge == acme.ChallengeTLSALPN01 {
+		tag = "alpn"
+	}
+	shop, shop2, evil, deep := "shop-"+tag+".customer.test", "shop2-"+tag+".customer.test", "evil-"+tag+".customer.test", "a.b-"+tag+"."+base
 	r := listen(t)
 	st := acmetest.Start(t, acmetest.StackConfig{
 		Base:      base,
-		Customers: []acmetest.Zone{{Name: "customer.test", Hosts: []string{"shop", "shop2", "evil"}}},
+		Customers: []acmetest.Zone{{Name: "customer.test", Hosts: []string{"shop-" + tag, "shop2-" + tag, "evil-" + tag}}},
 		HTTPPort:  port(r.httpLn), TLSPort: port(r.tlsLn),
 	})
 	cfg := st.Config(t)
 	cfg.OnDemandLimit = 1
 	cfg.OnDemandChallenges = []string{challenge}
-	listed := map[string]bool{"shop.customer.test": true, "shop2.customer.test": true, "a.b." + base: true}
+	listed := map[string]bool{shop: true, shop2: true, deep: true}
 	m := newManager(t, cfg, acme.Options{Allowed: func(h string) bool { return listed[h] }})
 	r.serve(t, m)
 	roots := st.Pebble.Roots(t)
 	ordersBefore := st.Pebble.Orders()
 
-	leaf, err := handshake(r, "shop.customer.test", roots)
+	leaf, err := handshake(r, shop, roots)
 	if err != nil {
 		t.Fatalf("listed custom domain: %v", err)
 	}
-	if got, want := leaf.DNSNames, []string{"shop.customer.test"}; !equal(got, want) {
+	if got, want := leaf.DNSNames, []string{shop}; !equal(got, want) {
 		t.Errorf("served %v, want %v", got, want)
 	}
 	// Served from the cache now, whatever the case of the SNI.
-	if _, err := handshake(r, "SHOP.customer.test", roots); err != nil {
+	if _, err := handshake(r, strings.ToUpper(shop), roots); err != nil {
 		t.Errorf("second handshake: %v", err)
 	}
 	httpRequests := 0
@@ -269,9 +276,9 @@ func testOnDemand(t *testing.T, challenge string) {
 	}
 
 	for _, tt := range []struct{ name, host, reason string }{
-		{"ErrUnlisted", "evil.customer.test", "not_registered"},
-		{"ErrBaseDomain", "a.b." + base, "base_domain"},
-		{"ErrRateLimited", "shop2.customer.test", "rate_limited"},
+		{"ErrUnlisted", evil, "not_registered"},
+		{"ErrBaseDomain", deep, "base_domain"},
+		{"ErrRateLimited", shop2, "rate_limited"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := handshake(r, tt.host, roots); err == nil {
@@ -297,7 +304,7 @@ func TestReplicasShareConsul(t *testing.T) {
 	r1, r2 := listen(t), listen(t)
 	st := acmetest.Start(t, acmetest.StackConfig{
 		Base:      base,
-		Customers: []acmetest.Zone{{Name: "customer.test", Hosts: []string{"shop"}}},
+		Customers: []acmetest.Zone{{Name: "customer.test", Hosts: []string{"shop-r"}}},
 		HTTPPort:  port(r1.httpLn), TLSPort: port(r1.tlsLn),
 	})
 	srv := consuldev.StartTest(t, consuldev.Config{})
@@ -305,7 +312,7 @@ func TestReplicasShareConsul(t *testing.T) {
 	cfg.Storage = acme.StorageConsul
 	cfg.ConsulPrefix = "stagesub/certmagic"
 	cfg.OnDemandChallenges = []string{acme.ChallengeHTTP01}
-	allowed := func(h string) bool { return h == "shop.customer.test" }
+	allowed := func(h string) bool { return h == "shop-r.customer.test" }
 
 	var mu sync.Mutex
 	obtaining := make(map[string]int)
@@ -371,7 +378,7 @@ func TestReplicasShareConsul(t *testing.T) {
 
 	t.Run("OnDemandAcrossReplicas", func(t *testing.T) {
 		// Replica 2 orders; pebble validates on replica 1's HTTP port.
-		s2, err := handshake(r2, "shop.customer.test", roots)
+		s2, err := handshake(r2, "shop-r.customer.test", roots)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -381,7 +388,7 @@ func TestReplicasShareConsul(t *testing.T) {
 			t.Error("replica 1's HTTP handler saw no HTTP-01 challenge")
 		}
 		orders := st.Pebble.Orders()
-		s1, err := handshake(r1, "shop.customer.test", roots)
+		s1, err := handshake(r1, "shop-r.customer.test", roots)
 		if err != nil {
 			t.Fatal(err)
 		}

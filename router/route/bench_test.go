@@ -30,3 +30,18 @@ func BenchmarkLookup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBuild measures building a table of 1,000 tenants from a snapshot.
+func BenchmarkBuild(b *testing.B) {
+	s := &registry.Snapshot{Tenants: map[string]*registry.Tenant{}, Instances: map[string][]registry.Instance{}}
+	for i := range 1000 {
+		slug := fmt.Sprintf("orch%d", i)
+		s.Tenants[slug] = &registry.Tenant{Slug: slug, Name: slug, Status: registry.StatusActive, Domains: []string{slug + ".example"}}
+		s.Instances[slug] = []registry.Instance{{ID: slug + "-1", Service: registry.ServiceApp, Tenant: slug, Address: "127.0.0.1", Port: 10000 + i, Health: registry.HealthPassing}}
+	}
+	prev := mustBuild(b, s, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		prev = mustBuild(b, s, prev)
+	}
+}

@@ -83,7 +83,6 @@ type Main struct {
 	Cache   *admin.Cache
 
 	stderr io.Writer
-	once   sync.Once
 }
 
 // NewMain returns a Main logging to stderr.
@@ -357,11 +356,9 @@ func panelURL(tmpl string) func(string) string {
 	return func(slug string) string { return strings.ReplaceAll(tmpl, "{slug}", slug) }
 }
 
-// Close releases what Run did not (nothing today); it is safe to call twice.
-func (m *Main) Close() error {
-	m.once.Do(func() {})
-	return nil
-}
+// Close releases what Run has not released by the time it returns; Run
+// stops everything it starts, so there is nothing today. Safe to call twice.
+func (m *Main) Close() error { return nil }
 
 // HashPassword reads one password line from in and writes its argon2id
 // hash to out.

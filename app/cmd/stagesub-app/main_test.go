@@ -91,7 +91,8 @@ type running struct {
 	*main.Main
 	Log    *logBuffer
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned
+	err    error         // Run's result, set before done closes
 }
 
 // Stop cancels Run (as SIGTERM does) and returns its error.
@@ -99,8 +100,8 @@ func (r *running) Stop(tb testing.TB) error {
 	tb.Helper()
 	r.cancel()
 	select {
-	case err := <-r.done:
-		return err
+	case <-r.done:
+		return r.err
 	case <-time.After(30 * time.Second):
 		tb.Fatal("Run did not return within 30s of cancel")
 		return nil
@@ -108,24 +109,27 @@ func (r *running) Stop(tb testing.TB) error {
 }
 
 // StartMain loads env and args and runs a Main until the test ends. It
-// returns once the app is ready or Run failed (then Ready is never closed
-// and the error is in done).
+// returns once the app is ready, or Run's error when it failed to start.
 func StartMain(tb testing.TB, env []string, args ...string) (*running, error) {
 	tb.Helper()
 	m := main.NewMain()
 	if err := m.Load(args, env); err != nil {
 		tb.Fatalf("Load: %v", err)
 	}
-	r := &running{Main: m, Log: &logBuffer{}, done: make(chan error, 1)}
+	r := &running{Main: m, Log: &logBuffer{}, done: make(chan struct{})}
 	m.LogOutput = r.Log
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	go func() { r.done <- m.Run(ctx) }()
-	var stopped bool
+	go func() {
+		r.err = m.Run(ctx)
+		close(r.done)
+	}()
 	tb.Cleanup(func() {
-		if !stopped {
-			r.cancel()
-			<-r.done
+		r.cancel()
+		select {
+		case <-r.done:
+		case <-time.After(30 * time.Second):
+			tb.Errorf("Run did not return within 30s of cancel")
 		}
 		m.Close()
 		if tb.Failed() {
@@ -135,10 +139,8 @@ func StartMain(tb testing.TB, env []string, args ...string) (*running, error) {
 	select {
 	case <-m.Ready():
 		return r, nil
-	case err := <-r.done:
-		stopped = true
-		r.done <- err
-		return r, err
+	case <-r.done:
+		return r, r.err
 	case <-time.After(30 * time.Second):
 		tb.Fatal("app not ready within 30s")
 		return nil, nil
@@ -336,5 +338,35 @@ func TestMetricsEndpoint(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// BenchmarkStartup measures start to registered (connect, tenant and schema
+// checks, listen, Consul registration) of an in-process app. Goal: < 300 ms.
+func BenchmarkStartup(b *testing.B) {
+	c := pgtest.Start(b)
+	consul := consuldev.StartTest(b, consuldev.Config{})
+	env := []string{"DATABASE_URL=" + schematest.NewDB(b, c, "goteborg"), "STAGESUB_TENANT=goteborg", "CONSUL_HTTP_ADDR=" + consul.Addr()}
+	b.ResetTimer()
+	for range b.N {
+		m := main.NewMain()
+		if err := m.Load(nil, env); err != nil {
+			b.Fatal(err)
+		}
+		m.LogOutput = io.Discard
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		select {
+		case <-m.Ready():
+		case err := <-done:
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
 	}
 }

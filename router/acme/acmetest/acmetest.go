@@ -6,6 +6,22 @@
 // The binaries come from the Debian packages bind9 and pebble. When one is
 // missing a test is skipped, except when CI=true (or ACMETEST_REQUIRED=1):
 // then it fails, so CI never passes by skipping.
+//
+// Tests may run in parallel (every stack has its own ports and temp dirs),
+// with one caveat from certmagic: it coordinates TLS handshakes that load
+// or obtain a certificate per name across the whole process, so parallel
+// tests must use on-demand names of their own (shop-a.customer.test,
+// shop-b.customer.test), or one test may be handed another's certificate.
+//
+// Typical use (see router/acme/acme_test.go):
+//
+//	st := acmetest.Start(t, acmetest.StackConfig{Base: "stagesub.test",
+//		Customers: []acmetest.Zone{{Name: "customer.test", Hosts: []string{"shop"}}},
+//		HTTPPort: httpPort, TLSPort: tlsPort}) // the router's listener ports
+//	cfg := st.Config(t)                      // acme.Config for acme.New
+//	env := st.Environ(t.TempDir())           // or the same as env vars for the binary
+//	roots := st.Pebble.Roots(t)              // verify served chains
+//	n := st.Pebble.Orders()                  // orders so far
 package acmetest
 
 import (

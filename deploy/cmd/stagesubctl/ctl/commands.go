@@ -30,9 +30,7 @@ func init() {
 		{"tenant resume", "tenant resume <slug>", "resume a suspended tenant", runTenantResume},
 		{"tenant domains", "tenant domains <slug> add|rm <domain>", "add or remove a custom domain", runTenantDomains},
 		{"migrate", "migrate [--all | <slug>...] [--concurrency N] [--dry-run]", "run schema migrations on tenant databases", runMigrate},
-		// TODO(lead): enable once stagesub.dev/deploy/devstack exports
-		// Run(ctx, args, environ, stdout, stderr) error (see dev.go).
-		// {"dev", "dev [args]", "run the whole stack on this machine", runDev},
+		{"dev", "dev [args]", "run the whole stack on this machine", runDev},
 	}
 }
 

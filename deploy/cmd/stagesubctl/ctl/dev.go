@@ -1,10 +1,12 @@
 package ctl
 
-// TODO(lead): enable with the "dev" line in commands.go once
-// stagesub.dev/deploy/devstack exists:
-//
-//	import "stagesub.dev/deploy/devstack"
-//
-//	func runDev(ctx context.Context, m *Main, args []string) error {
-//		return devstack.Run(ctx, args, m.Config.Environ, m.Stdout, m.Stderr)
-//	}
+import (
+	"context"
+
+	"stagesub.dev/deploy/devstack"
+)
+
+// runDev runs the whole stack on this machine (see package devstack).
+func runDev(ctx context.Context, m *Main, args []string) error {
+	return devstack.Run(ctx, args, m.Config.Environ, m.Stdout, m.Stderr)
+}

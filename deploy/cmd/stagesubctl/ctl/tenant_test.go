@@ -155,3 +155,31 @@ func TestPostgresUnreachable(t *testing.T) {
 	_, out, _ = runEnv(t, env, "tenant", "show", "later")
 	contains(t, "show", out, "status:    active", "live 1")
 }
+
+// TestNamedDBServer creates a tenant on a server chosen with --db-server.
+func TestNamedDBServer(t *testing.T) {
+	f := newFixture(t)
+	f.drop(t, "named")
+	var adminURL string
+	for _, kv := range f.env {
+		if v, ok := strings.CutPrefix(kv, "STAGESUB_PG_ADMIN_URL="); ok {
+			adminURL = v
+		}
+	}
+	env := append(append([]string(nil), f.env...), "STAGESUB_PG_ADMIN_URL_EU2="+adminURL)
+	code, out, errs := runEnv(t, env, "tenant", "create", "named", "--name", "Named", "--db-server", "EU2")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	contains(t, "create", out, "on server eu2")
+	rec, err := f.store.FindTenant(context.Background(), "named")
+	if err != nil || rec.Database.Server != "eu2" {
+		t.Fatalf("record = %+v, %v", rec, err)
+	}
+	_, out, _ = runEnv(t, env, "tenant", "list")
+	contains(t, "list", out, "eu2")
+	code, out, _ = runEnv(t, env, "migrate", "named")
+	if code != 0 || !strings.Contains(out, "1 tenants: 1 migrated") {
+		t.Errorf("migrate: exit %d\n%s", code, out)
+	}
+}

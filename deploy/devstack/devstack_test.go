@@ -1,0 +1,409 @@
+package devstack_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"stagesub.dev/deploy/devstack"
+)
+
+func required() bool { return os.Getenv("CI") == "true" || os.Getenv("PGTEST_REQUIRED") == "1" }
+
+// buildBinaries returns a directory with the five binaries:
+// $STAGESUB_BIN_DIR when it has them all, else a temp dir it builds into.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	bins := map[string][2]string{
+		"stagesub-router": {"router", "./cmd/stagesub-router"},
+		"stagesub-app":    {"app", "./cmd/stagesub-app"},
+		"stagesub-admin":  {"admin", "./cmd/stagesub-admin"},
+		"stagesubctl":     {"deploy", "./cmd/stagesubctl"},
+		"stagesub-consul": {"registry", "./cmd/stagesub-consul"},
+	}
+	if dir := os.Getenv("STAGESUB_BIN_DIR"); dir != "" {
+		all := true
+		for name := range bins {
+			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+				all = false
+			}
+		}
+		if all {
+			return dir
+		}
+	}
+	wd, _ := os.Getwd()
+	root := filepath.Join(wd, "..", "..")
+	dir := t.TempDir()
+	for name, mp := range bins {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), mp[1])
+		cmd.Dir = filepath.Join(root, mp[0])
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", name, err, out)
+		}
+	}
+	return dir
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer is an io.Writer safe for the stack's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// running is one dev stack started by devstack.Run in the test process.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+	out    *syncBuffer
+}
+
+func start(t *testing.T, args []string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1), out: &syncBuffer{}}
+	go func() { r.done <- devstack.Run(ctx, args, os.Environ(), r.out, r.out) }()
+	return r
+}
+
+// stop cancels the stack (as Ctrl-C does) and checks that it stops cleanly.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("Run after stop: %v\n%s", err, r.out.String())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("the stack did not stop within 90s:\n%s", r.out.String())
+	}
+	if !strings.Contains(r.out.String(), "dev stack stopped") {
+		t.Errorf("no stop message:\n%s", r.out.String())
+	}
+}
+
+// waitReady waits for the ready file and returns the parsed env file.
+func (r *running) waitReady(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	deadline := time.After(3 * time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
+			break
+		}
+		select {
+		case err := <-r.done:
+			t.Fatalf("the stack exited while starting: %v\n%s", err, r.out.String())
+		case <-deadline:
+			t.Fatalf("not ready after 3 minutes:\n%s", r.out.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(l, "export "), "=")
+		if ok && !strings.HasPrefix(l, "#") {
+			env[k] = strings.Trim(v, "'")
+		}
+	}
+	return env
+}
+
+// TestRunStopRerun starts the whole dev stack on free ports, checks the env
+// file, stagesubctl against it and the router over TLS, stops it the way
+// Ctrl-C does, and starts it again: the tenants and their data survive and
+// the demo data is not seeded twice.
+func TestRunStopRerun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole stack")
+	}
+	if _, err := exec.LookPath("initdb"); err != nil {
+		if m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb"); len(m) == 0 {
+			if required() {
+				t.Fatal("PostgreSQL not installed (apt-get install postgresql)")
+			}
+			t.Skip("PostgreSQL not installed")
+		}
+	}
+	bins := buildBinaries(t)
+	// Not t.TempDir: as root, Postgres runs as "postgres" and must reach it.
+	dir, err := os.MkdirTemp("", "devstack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	httpsPort := freePort(t)
+	args := []string{"--dir", filepath.Join(dir, "state"), "--bin", bins,
+		"--http", "127.0.0.1:" + strconv.Itoa(freePort(t)), "--https", "127.0.0.1:" + strconv.Itoa(httpsPort),
+		"--consul-port", strconv.Itoa(freePort(t)), "--router-admin", "127.0.0.1:" + strconv.Itoa(freePort(t))}
+
+	r := start(t, args)
+	env := r.waitReady(t, filepath.Join(dir, "state"))
+	for _, k := range []string{"CONSUL_HTTP_ADDR", "STAGESUB_PG_ADMIN_URL", "STAGESUB_SECRETS_DIR", "STAGESUB_BASE_DOMAIN",
+		"STAGESUB_CA_FILE", "STAGESUB_ADMIN_USER", "STAGESUB_ADMIN_PASSWORD"} {
+		if env[k] == "" {
+			t.Errorf("env file lacks %s", k)
+		}
+	}
+	out := r.out.String()
+	for _, want := range []string{"https://goteborg.localhost:" + strconv.Itoa(httpsPort) + "/", "https://admin.localhost:",
+		env["STAGESUB_CA_FILE"], env["STAGESUB_ADMIN_PASSWORD"]} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary does not show %q:\n%s", want, out)
+		}
+	}
+
+	// `. .stagesub/env && stagesubctl tenant list` works.
+	var ctlEnv []string
+	for k, v := range env {
+		ctlEnv = append(ctlEnv, k+"="+v)
+	}
+	cmd := exec.Command(filepath.Join(bins, "stagesubctl"), "tenant", "list")
+	cmd.Env = append(ctlEnv, "PATH="+os.Getenv("PATH"))
+	list, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("stagesubctl tenant list: %v\n%s", err, list)
+	}
+	for _, tn := range devstack.DemoTenants {
+		if !strings.Contains(string(list), tn.Slug) {
+			t.Errorf("tenant list lacks %s:\n%s", tn.Slug, list)
+		}
+	}
+
+	// The router serves every tenant over TLS with the dev CA.
+	ca, err := os.ReadFile(env["STAGESUB_CA_FILE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(httpsPort))
+		},
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+	}}
+	for _, h := range []string{"goteborg", "malmo", "stockholm", "admin"} {
+		resp, err := client.Get(fmt.Sprintf("https://%s.localhost:%d/login", h, httpsPort))
+		if err != nil {
+			t.Fatalf("%s: %v", h, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s/login: status %d", h, resp.StatusCode)
+		}
+	}
+
+	// Data written now must survive a restart.
+	tenantEnv, err := os.ReadFile(filepath.Join(env["STAGESUB_SECRETS_DIR"], "goteborg.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dbURL string
+	for _, l := range strings.Split(string(tenantEnv), "\n") {
+		if v, ok := strings.CutPrefix(l, "DATABASE_URL="); ok {
+			dbURL = strings.Trim(v, `"'`)
+		}
+	}
+	count := func() (all, marker int) {
+		t.Helper()
+		db, err := sql.Open("pgx", dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if err := db.QueryRow("SELECT count(*), count(*) FILTER (WHERE name = 'Marker Musician') FROM musicians").Scan(&all, &marker); err != nil {
+			t.Fatal(err)
+		}
+		return all, marker
+	}
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("INSERT INTO musicians (name, instrument) VALUES ('Marker Musician', 'harp')"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	before, _ := count()
+	if before < 2 {
+		t.Fatalf("%d musicians after seeding", before)
+	}
+	r.stop(t)
+	if _, err := os.Stat(filepath.Join(dir, "state", "dev.pid")); err == nil {
+		t.Error("pid file left after stop")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(httpsPort))
+	if err != nil {
+		t.Errorf("HTTPS port still in use after stop: %v", err)
+	} else {
+		l.Close()
+	}
+
+	r = start(t, args)
+	r.waitReady(t, filepath.Join(dir, "state"))
+	after, marker := count()
+	if after != before || marker != 1 {
+		t.Errorf("after re-run: %d musicians (was %d), marker %d: data lost or seeded twice", after, before, marker)
+	}
+	if !strings.Contains(r.out.String(), "tenant exists; keeping its data") {
+		t.Errorf("re-run did not keep the tenants:\n%s", r.out.String())
+	}
+	r.stop(t)
+}
+
+// TestDetachStop runs `stagesubctl dev --detach` (a test build of the dev
+// command, testdata/devctl) as a separate process: it must return once the
+// stack is ready and leave it running; `dev stop` must then stop it.
+func TestDetachStop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole stack")
+	}
+	if _, err := exec.LookPath("initdb"); err != nil {
+		if m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb"); len(m) == 0 {
+			if required() {
+				t.Fatal("PostgreSQL not installed (apt-get install postgresql)")
+			}
+			t.Skip("PostgreSQL not installed")
+		}
+	}
+	bins := buildBinaries(t)
+	dir, err := os.MkdirTemp("", "devstack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// bin/: the servers from bins, stagesubctl = devctl (which execs
+	// stagesubctl-real, the real one, for everything but dev).
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"stagesub-router", "stagesub-app", "stagesub-admin", "stagesub-consul", "stagesubctl"} {
+		link := b
+		if b == "stagesubctl" {
+			link = "stagesubctl-real"
+		}
+		if err := os.Symlink(filepath.Join(bins, b), filepath.Join(bin, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(bin, "stagesubctl"), "./testdata/devctl")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build devctl: %v\n%s", err, out)
+	}
+	state := filepath.Join(dir, "state")
+	httpsPort := freePort(t)
+	ctl := func(timeout time.Duration, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "stagesubctl"), append([]string{"dev"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	// Whatever happens, do not leave a stack behind.
+	t.Cleanup(func() { _, _ = ctl(90*time.Second, "stop", "--dir", state) })
+
+	out, err := ctl(4*time.Minute, "--detach", "--dir", state, "--bin", bin,
+		"--http", "127.0.0.1:"+strconv.Itoa(freePort(t)), "--https", "127.0.0.1:"+strconv.Itoa(httpsPort),
+		"--consul-port", strconv.Itoa(freePort(t)), "--router-admin", "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	if err != nil {
+		t.Fatalf("dev --detach: %v\n%s\nlog:\n%s", err, out, tailFile(filepath.Join(state, "logs", "dev.log")))
+	}
+	if !strings.Contains(out, "StageSub dev stack is ready") || !strings.Contains(out, "scripts/dev stop") {
+		t.Errorf("dev --detach output:\n%s", out)
+	}
+	pidB, err := os.ReadFile(filepath.Join(state, "dev.pid"))
+	if err != nil {
+		t.Fatalf("no pid file after --detach: %v", err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidB)))
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("detached stack (pid %d) not running: %v", pid, err)
+	}
+	// It serves after the detaching command returned.
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(httpsPort), 2*time.Second)
+	if err != nil {
+		t.Fatalf("router not listening after --detach: %v", err)
+	}
+	conn.Close()
+	// A second stack on the same directory is refused.
+	if out, err := ctl(time.Minute, "--detach", "--dir", state, "--bin", bin); err == nil || !strings.Contains(out, "already running") {
+		t.Errorf("second --detach: %v\n%s", err, out)
+	}
+
+	out, err = ctl(90*time.Second, "stop", "--dir", state)
+	if err != nil || !strings.Contains(out, "stopped") {
+		t.Fatalf("dev stop: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(b), ") Z ") {
+		t.Errorf("pid %d still running after dev stop: %s", pid, b)
+	}
+	if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(httpsPort)); err != nil {
+		t.Errorf("HTTPS port still in use after stop: %v", err)
+	} else {
+		l.Close()
+	}
+	out, err = ctl(30*time.Second, "stop", "--dir", state)
+	if err != nil || !strings.Contains(out, "no dev stack is running") {
+		t.Errorf("second stop: %v\n%s", err, out)
+	}
+}
+
+func tailFile(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
