@@ -36,7 +36,9 @@ type User struct {
 
 // CanWrite reports whether u may create and change musicians, projects and
 // requests.
-func (u *User) CanWrite() bool { return u != nil && u.Active && (u.Role == RoleAdmin || u.Role == RoleStaff) }
+func (u *User) CanWrite() bool {
+	return u != nil && u.Active && (u.Role == RoleAdmin || u.Role == RoleStaff)
+}
 
 // IsAdmin reports whether u may manage users and tokens.
 func (u *User) IsAdmin() bool { return u != nil && u.Active && u.Role == RoleAdmin }

@@ -198,6 +198,9 @@ func (h *Handler) requireSession(next http.HandlerFunc) http.HandlerFunc {
 			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+		}
 		if r.Method == http.MethodPost && !h.keys.validCSRF(s.nonce, r.PostFormValue(csrfField)) {
 			http.Error(w, "invalid or missing CSRF token; reload the page", http.StatusForbidden)
 			return

@@ -693,4 +693,3 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request, c *re
 	s.render(w, r, c, http.StatusOK, "account", view{Title: "Account", Flash: "Token created. Copy it now: it is not shown again.", D: token})
 	return nil
 }
-

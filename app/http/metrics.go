@@ -2,6 +2,7 @@ package http
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -62,18 +63,17 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // withMetrics counts requests by the ServeMux pattern that matched (never
-// the raw path, so cardinality stays bounded), method and status. The
-// handlers between here and the mux must not replace r: the mux records the
-// pattern in r.Pattern.
+// the raw path, so cardinality stays bounded), method and status, and logs
+// each request at debug level. The handlers between here and the mux must
+// not replace r: the mux records the pattern in r.Pattern.
 func (s *Server) withMetrics(next http.Handler) http.Handler {
-	if s.metrics == nil {
-		return next
-	}
 	m := s.metrics
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		m.inflight.Inc()
-		defer m.inflight.Dec()
+		if m != nil {
+			m.inflight.Inc()
+			defer m.inflight.Dec()
+		}
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		code := sw.code
@@ -87,9 +87,16 @@ func (s *Server) withMetrics(next http.Handler) http.Handler {
 		case route == "" || route == "/" || route == "/api/":
 			route = "unmatched"
 		}
-		method := methodLabel(r.Method)
-		m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
-		m.duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+		elapsed := time.Since(start)
+		if m != nil {
+			method := methodLabel(r.Method)
+			m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+			m.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+		}
+		if s.log.Enabled(r.Context(), slog.LevelDebug) {
+			s.log.Debug("request", "method", r.Method, "route", route, "status", code,
+				"duration_ms", float64(elapsed.Microseconds())/1000, "request_id", r.Header.Get(HeaderRequestID))
+		}
 	})
 }
 

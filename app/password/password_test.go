@@ -13,7 +13,7 @@ func TestHashVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") {
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=7168,t=5,p=1$") {
 		t.Errorf("hash = %q, want argon2id PHC string", h)
 	}
 	h2, _ := password.Hash("correct horse")

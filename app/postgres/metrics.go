@@ -11,9 +11,9 @@ type PoolCollector struct {
 	pool *pgxpool.Pool
 
 	acquired, idle, total, max, constructing *prometheus.Desc
-	acquires, emptyAcquires, canceled       *prometheus.Desc
-	acquireSeconds, newConns, idleDestroys  *prometheus.Desc
-	lifetimeDestroys                        *prometheus.Desc
+	acquires, emptyAcquires, canceled        *prometheus.Desc
+	acquireSeconds, newConns, idleDestroys   *prometheus.Desc
+	lifetimeDestroys                         *prometheus.Desc
 }
 
 // NewPoolCollector returns a collector of pool's statistics.
@@ -50,7 +50,9 @@ func (c *PoolCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *PoolCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.pool.Stat()
 	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
-	n := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v) }
+	n := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
 	g(c.acquired, float64(s.AcquiredConns()))
 	g(c.idle, float64(s.IdleConns()))
 	g(c.total, float64(s.TotalConns()))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,8 +16,12 @@ import (
 )
 
 // dummyHash is verified against when the email is unknown, so a wrong email
-// takes as long as a wrong password.
-var dummyHash, _ = password.Hash("stagesub-dummy-password")
+// takes as long as a wrong password. Computed on first use: argon2 needs
+// 7 MiB, which an idle process should not hold.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := password.Hash("stagesub-dummy-password")
+	return h
+})
 
 const userColumns = "u.id, u.email, u.name, u.role, u.active, u.created_at"
 
@@ -36,7 +41,7 @@ func (db *DB) Authenticate(ctx context.Context, email, pw string) (*app.User, er
 		"SELECT "+userColumns+", u.password_hash FROM users u WHERE lower(u.email) = lower($1)",
 		strings.TrimSpace(email)), &hash)
 	if errors.Is(err, pgx.ErrNoRows) {
-		_ = password.Verify(dummyHash, pw)
+		_ = password.Verify(dummyHash(), pw)
 		return nil, app.Errorf(app.EUNAUTHORIZED, "Wrong email or password.")
 	}
 	if err != nil {

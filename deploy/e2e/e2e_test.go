@@ -596,6 +596,8 @@ func (s *system) testPrometheus(t *testing.T, bin string) {
 		`up{job="stagesub-app",tenant="malmo"} == 1`,
 		`sum by (tenant) (stagesub_http_requests_total{job="stagesub-app",tenant="goteborg"}) > 0`,
 		`up{job="stagesub-admin"} == 1`,
+		`up{job="stagesub-router"} == 1`,
+		`sum by (tenant) (stagesub_router_requests_total{job="stagesub-router",tenant="goteborg"}) > 0`,
 	} {
 		eventually(t, 60*time.Second, 500*time.Millisecond, "prometheus: "+q, func() error {
 			if p.exited() {

@@ -101,7 +101,8 @@ func (c *Common) env() map[string]string {
 type RouterOptions struct {
 	Common
 	NodePool string // Nomad node pool of the edge nodes; default "default"
-	// ExtraEnv is added to the task environment (TLS mode, ACME settings).
+	// ExtraEnv is added to the task environment and overrides the defaults
+	// (TLS mode acme with Consul storage; ACME e-mail, DNS provider ...).
 	ExtraEnv map[string]string
 }
 
@@ -120,7 +121,7 @@ func RouterJob(o RouterOptions) (*api.Job, error) {
 	tg := api.NewTaskGroup("router", 1)
 	tg.Networks = []*api.NetworkResource{{
 		ReservedPorts: []api.Port{{Label: "http", Value: 80}, {Label: "https", Value: 443}},
-		DynamicPorts:  []api.Port{{Label: "metrics"}},
+		DynamicPorts:  []api.Port{{Label: "admin"}}, // /healthz and /metrics
 	}}
 	tg.Update = &api.UpdateStrategy{
 		MaxParallel:     new(1),
@@ -129,10 +130,12 @@ func RouterJob(o RouterOptions) (*api.Job, error) {
 		AutoRevert:      new(true),
 	}
 	env := o.env()
-	env["STAGESUB_HTTP_ADDR"] = "0.0.0.0:${NOMAD_PORT_http}"
-	env["STAGESUB_HTTPS_ADDR"] = "0.0.0.0:${NOMAD_PORT_https}"
-	env["STAGESUB_METRICS_ADDR"] = "0.0.0.0:${NOMAD_PORT_metrics}"
-	env["STAGESUB_ADVERTISE"] = "${NOMAD_ADDR_metrics}"
+	env["STAGESUB_ROUTER_HTTP_ADDR"] = "0.0.0.0:${NOMAD_PORT_http}"
+	env["STAGESUB_ROUTER_HTTPS_ADDR"] = "0.0.0.0:${NOMAD_PORT_https}"
+	env["STAGESUB_ROUTER_ADMIN_ADDR"] = "0.0.0.0:${NOMAD_PORT_admin}"
+	env["STAGESUB_ROUTER_ADVERTISE"] = "${NOMAD_IP_admin}"
+	env["STAGESUB_STATE_DIR"] = "${NOMAD_TASK_DIR}/state"
+	env["STAGESUB_TLS_MODE"] = "acme"
 	env["STAGESUB_ACME_STORAGE"] = "consul"
 	for k, v := range o.ExtraEnv {
 		env[k] = v

@@ -20,7 +20,7 @@ var common = nomad.Common{BaseDomain: "stagesub.com"}
 // golden renders the checked-in example jobs.
 func golden(t *testing.T) map[string]*api.Job {
 	t.Helper()
-	router, err := nomad.RouterJob(nomad.RouterOptions{Common: common, ExtraEnv: map[string]string{"STAGESUB_TLS": "acme"}})
+	router, err := nomad.RouterJob(nomad.RouterOptions{Common: common, ExtraEnv: map[string]string{"STAGESUB_ACME_EMAIL": "ops@stagesub.com", "STAGESUB_ACME_AGREE": "true"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +82,12 @@ func TestRouterIsSystemJob(t *testing.T) {
 	if ports["http"] != 80 || ports["https"] != 443 {
 		t.Errorf("reserved ports = %v, want http 80 and https 443", ports)
 	}
-	if got := j.TaskGroups[0].Tasks[0].Env["STAGESUB_TLS"]; got != "acme" {
-		t.Errorf("extra env not applied: STAGESUB_TLS = %q", got)
+	env := j.TaskGroups[0].Tasks[0].Env
+	if got := env["STAGESUB_ACME_EMAIL"]; got != "ops@stagesub.com" {
+		t.Errorf("extra env not applied: STAGESUB_ACME_EMAIL = %q", got)
+	}
+	if env["STAGESUB_TLS_MODE"] != "acme" || env["STAGESUB_ACME_STORAGE"] != "consul" {
+		t.Errorf("router TLS: mode %q storage %q, want acme with certificates shared in Consul", env["STAGESUB_TLS_MODE"], env["STAGESUB_ACME_STORAGE"])
 	}
 }
 

@@ -324,3 +324,42 @@ func ScramVerifier(password string) (string, error) {
 	b64 := base64.StdEncoding.EncodeToString
 	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iter, b64(salt), b64(stored[:]), b64(serverKey)), nil
 }
+
+// DatabaseExists reports whether database dbname exists on the server.
+func (s *Server) DatabaseExists(ctx context.Context, dbname string) (bool, error) {
+	var ok bool
+	if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", dbname).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look up database %s: %w", dbname, err)
+	}
+	return ok, nil
+}
+
+// DropDatabase drops dbname, terminating its sessions; a missing one is fine.
+// The admin role must own it or be a member of its owner.
+func (s *Server) DropDatabase(ctx context.Context, dbname string) error {
+	if _, err := s.pool.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(dbname)+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %s: %w", dbname, err)
+	}
+	return nil
+}
+
+// DatabasesOwnedBy returns the databases owned by role, sorted.
+func (s *Server) DatabasesOwnedBy(ctx context.Context, role string) ([]string, error) {
+	rows, err := s.pool.Query(ctx, "SELECT datname::text FROM pg_database WHERE pg_get_userbyid(datdba) = $1 ORDER BY 1", role)
+	if err != nil {
+		return nil, fmt.Errorf("list databases of %s: %w", role, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list databases of %s: %w", role, err)
+	}
+	return names, nil
+}
+
+// DropRole drops role; a missing one is fine.
+func (s *Server) DropRole(ctx context.Context, role string) error {
+	if _, err := s.pool.Exec(ctx, "DROP ROLE IF EXISTS "+ident(role)); err != nil {
+		return fmt.Errorf("drop role %s: %w", role, err)
+	}
+	return nil
+}

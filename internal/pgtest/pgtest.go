@@ -101,26 +101,36 @@ var (
 	mainActive bool
 	shared     *Cluster
 	sharedErr  error
-	sharedSkip bool
 )
 
 // Main runs the tests of a package and stops the package's shared cluster
 // (if a test started one) afterwards, even when tests failed. It does not
 // return: it exits with m.Run's code.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain with more cleanup to do:
+//
+//	func TestMain(m *testing.M) {
+//		code := pgtest.Run(m)
+//		cleanup()
+//		os.Exit(code)
+//	}
+func Run(m *testing.M) int {
 	mainMu.Lock()
 	mainActive = true
 	mainMu.Unlock()
 	code := m.Run()
 	mainMu.Lock()
 	c := shared
+	shared, sharedErr = nil, nil
+	mainActive = false
 	mainMu.Unlock()
 	if c != nil {
 		if err := c.Close(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Start returns the package's shared cluster, starting it on first use.
@@ -138,7 +148,6 @@ func Start(tb testing.TB, opts ...Option) *Cluster {
 	o := collect(opts)
 	if shared == nil && sharedErr == nil {
 		shared, sharedErr = start(o)
-		sharedSkip = errors.Is(sharedErr, ErrNoBinaries)
 	}
 	if sharedErr != nil {
 		failOrSkip(tb, sharedErr)

@@ -426,3 +426,30 @@ func TestWatcher_Health(t *testing.T) {
 		t.Errorf("Passing = %v, want only a-ok", got)
 	}
 }
+
+func TestBackoff(t *testing.T) {
+	const lo, hi = 100 * time.Millisecond, 5 * time.Second
+	tests := []struct {
+		n    int
+		want time.Duration // the un-jittered pause; the result is in [want/2, want)
+	}{
+		{1, 100 * time.Millisecond},
+		{2, 200 * time.Millisecond},
+		{4, 800 * time.Millisecond},
+		{7, hi}, // 6.4s capped
+		{1000, hi},
+	}
+	for _, tt := range tests {
+		seen := map[time.Duration]bool{}
+		for range 50 {
+			got := consul.Backoff(lo, hi, tt.n)
+			if got < tt.want/2 || got >= tt.want {
+				t.Fatalf("Backoff(%d) = %v, want in [%v, %v)", tt.n, got, tt.want/2, tt.want)
+			}
+			seen[got] = true
+		}
+		if len(seen) < 2 {
+			t.Errorf("Backoff(%d) is not jittered: always %v", tt.n, seen)
+		}
+	}
+}

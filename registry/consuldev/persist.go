@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -35,8 +34,6 @@ type checkSnapshot struct {
 	Def   checkDef
 	Check *api.HealthCheck
 }
-
-var snapMu sync.Mutex // serialises snapshot file writes across servers in one process
 
 func readSnapshot(dir string) (*snapshot, error) {
 	b, err := os.ReadFile(filepath.Join(dir, snapshotFile))
@@ -69,6 +66,8 @@ func (s *Server) encodeSnapshot() ([]byte, error) {
 }
 
 func (s *Server) writeSnapshotIfDirty() error {
+	s.snapMu.Lock() // encode and write in order: a newer state is never overwritten by an older one
+	defer s.snapMu.Unlock()
 	s.mu.Lock()
 	if !s.dirty {
 		s.mu.Unlock()
@@ -85,6 +84,8 @@ func (s *Server) writeSnapshotIfDirty() error {
 
 // writeSnapshot writes the state unconditionally.
 func (s *Server) writeSnapshot() error {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
 	s.mu.Lock()
 	s.dirty = false
 	b, err := s.encodeSnapshot()
@@ -101,8 +102,6 @@ func (s *Server) writeSnapshot() error {
 // writeFileAtomic writes dir/name through a synced temp file and a rename,
 // so a crash leaves either the old or the new file, never a torn one.
 func writeFileAtomic(dir, name string, data []byte) error {
-	snapMu.Lock()
-	defer snapMu.Unlock()
 	f, err := os.CreateTemp(dir, name+".tmp*")
 	if err != nil {
 		return err

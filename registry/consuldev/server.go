@@ -67,6 +67,8 @@ type Server struct {
 	http   *http.Server
 	nodeID string
 
+	snapMu sync.Mutex // serialises snapshot encode+write
+
 	mu      sync.Mutex // guards everything below and all state
 	changed chan struct{}
 	dirty   bool

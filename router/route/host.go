@@ -35,13 +35,21 @@ func NormalizeHost(host string, buf *[MaxHostLen]byte) (name []byte, s string, o
 			return nil, "", false
 		}
 		h = h[:end+1]
+		if len(h) > MaxHostLen {
+			return nil, "", false
+		}
+		upper := false
 		for i := 1; i < len(h)-1; i++ {
 			c := h[i]
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == ':' || c == '.') {
+			switch {
+			case c >= '0' && c <= '9', c >= 'a' && c <= 'f', c == ':', c == '.':
+			case c >= 'A' && c <= 'F':
+				upper = true
+			default:
 				return nil, "", false
 			}
 		}
-		return nil, h, true
+		return lower(h, upper, buf)
 	}
 	// Strip ":port" (a name never contains ':').
 	for i := 0; i < len(h); i++ {
@@ -81,8 +89,17 @@ func NormalizeHost(host string, buf *[MaxHostLen]byte) (name []byte, s string, o
 	if prevDot {
 		return nil, "", false // "a.." after stripping one dot
 	}
+	return lower(h, upper, buf)
+}
+
+// lower returns h as is when it has no upper-case letters, else its
+// lowercase copy in buf (len(h) <= MaxHostLen).
+func lower(h string, upper bool, buf *[MaxHostLen]byte) ([]byte, string, bool) {
 	if !upper {
 		return nil, h, true
+	}
+	if len(h) > MaxHostLen {
+		return nil, "", false
 	}
 	for i := 0; i < len(h); i++ {
 		c := h[i]

@@ -36,6 +36,7 @@ func main() {
 	var passed, failed, skipped int
 	output := map[string]*strings.Builder{} // package + "\x00" + test → output
 	pkgFailedTests := map[string]int{}
+	pkgDone := map[string]bool{} // package result printed (go test may report it twice)
 	key := func(e event) string { return e.Package + "\x00" + e.Test }
 
 	sc := bufio.NewScanner(os.Stdin)
@@ -72,6 +73,10 @@ func main() {
 				delete(output, key(e))
 				continue
 			}
+			if pkgDone[e.Package] {
+				continue
+			}
+			pkgDone[e.Package] = true
 			switch e.Action {
 			case "pass":
 				fmt.Printf("ok  \t%s\t%.3fs\n", e.Package, e.Elapsed)
@@ -79,10 +84,18 @@ func main() {
 				fmt.Printf("?   \t%s\t[no test files]\n", e.Package)
 			case "fail":
 				if pkgFailedTests[e.Package] == 0 {
-					failed++ // build failure, TestMain failure, panic outside a test
-					if b := output[key(e)]; b != nil {
+					failed++ // build failure, TestMain failure, timeout, crash
+				}
+				// Output of tests that never finished (a timeout or a crash
+				// dump lands there), then the package's own output.
+				for k, b := range output {
+					if pkg, test, _ := strings.Cut(k, "\x00"); pkg == e.Package && test != "" {
 						fmt.Print(b.String())
+						delete(output, k)
 					}
+				}
+				if b := output[key(e)]; b != nil {
+					fmt.Print(b.String())
 				}
 				fmt.Printf("FAIL\t%s\t%.3fs\n", e.Package, e.Elapsed)
 			}

@@ -283,6 +283,24 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("refresh took %s with a %s per-tenant timeout", rep.Duration, timeout)
 	}
 
+	t.Run("LoginRequired", func(t *testing.T) {
+		anon := newBrowser(t, adm.URL)
+		res, _ := anon.do("GET", "/", nil, nil)
+		if got, want := res.StatusCode, http.StatusSeeOther; got != want {
+			t.Errorf("dashboard without session = %d, want %d", got, want)
+		}
+		if got, want := res.Header.Get("Location"), "/login?next=%2F"; got != want {
+			t.Errorf("location = %q, want %q", got, want)
+		}
+		res, _ = anon.do("GET", "/api/v1/stats", nil, func(r *http.Request) { r.SetBasicAuth(adminUser, "wrong") })
+		if got, want := res.StatusCode, http.StatusUnauthorized; got != want {
+			t.Errorf("api with a wrong password = %d, want %d", got, want)
+		}
+		if res, _ := anon.do("GET", "/healthz", nil, nil); res.StatusCode != 200 {
+			t.Errorf("healthz = %d", res.StatusCode)
+		}
+	})
+
 	t.Run("Totals", func(t *testing.T) {
 		s := b.stats()
 		if got, want := s.Totals.Customers, 7; got != want {
@@ -412,7 +430,29 @@ func TestEndToEnd(t *testing.T) {
 		if got, want := s.Totals.Musicians, int64(10+20+30+1+1000+500); got != want {
 			t.Errorf("musicians = %d, want %d", got, want)
 		}
+		// No pool: after a refresh no stats connection stays open.
+		for _, c := range []*pgtest.Cluster{pg, other} {
+			waitFor(t, "no stagesub_stats backends", 5*time.Second, func() bool {
+				return statsBackends(t, c) == 0
+			})
+		}
 	})
+}
+
+func statsBackends(tb testing.TB, c *pgtest.Cluster) int {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.AdminURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	err = conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", registry.StatsRole).Scan(&n)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }
 
 func dbName(tb testing.TB, store *consul.Store, slug string) string {

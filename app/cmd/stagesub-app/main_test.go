@@ -1,10 +1,14 @@
 package main_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +25,11 @@ import (
 	"stagesub.dev/registry/consuldev"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	code := pgtest.Run(m)
+	removeBuild()
+	os.Exit(code)
+}
 
 func TestLoad(t *testing.T) {
 	const url = "postgres:///x?host=/tmp"
@@ -368,5 +376,55 @@ func BenchmarkStartup(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+	}
+}
+
+// TestShutdownDeregistersThenDrains cancels Run (SIGTERM) while a request is
+// in flight: the instance leaves Consul first, the request still completes,
+// then Run returns.
+func TestShutdownDeregistersThenDrains(t *testing.T) {
+	c := pgtest.Start(t)
+	consul := consuldev.StartTest(t, consuldev.Config{})
+	client := consul.Client(t)
+	r, err := StartMain(t, []string{"DATABASE_URL=" + schematest.NewDB(t, c, "goteborg"), "STAGESUB_TENANT=goteborg", "CONSUL_HTTP_ADDR=" + consul.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", r.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	body := "email=a%40example.org&password=whatever1&csrf=x"
+	fmt.Fprintf(conn, "POST /login HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s",
+		r.Addr(), len(body), body[:5])
+	time.Sleep(200 * time.Millisecond) // the handler now waits for the rest of the body
+
+	r.cancel()
+	waitFor(t, 10*time.Second, "deregistration", func() bool { return healthStatus(t, client, r.InstanceID()) == "absent" })
+	select {
+	case <-r.done:
+		t.Fatal("Run returned while a request was in flight")
+	default:
+	}
+	if _, err := io.WriteString(conn, body[5:]); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("in-flight request: %v", err)
+	}
+	res.Body.Close()
+	if got, want := res.StatusCode, http.StatusForbidden; got != want { // no CSRF cookie: refused, but answered
+		t.Errorf("in-flight request status = %d, want %d", got, want)
+	}
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("Run: %v", r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return after the request completed")
 	}
 }

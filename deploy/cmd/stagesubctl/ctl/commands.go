@@ -30,6 +30,11 @@ func init() {
 		{"tenant resume", "tenant resume <slug>", "resume a suspended tenant", runTenantResume},
 		{"tenant domains", "tenant domains <slug> add|rm <domain>", "add or remove a custom domain", runTenantDomains},
 		{"migrate", "migrate [--all | <slug>...] [--concurrency N] [--dry-run]", "run schema migrations on tenant databases", runMigrate},
+		{"tenant delete", "tenant delete <slug> --confirm <slug> [--to DIR] [--recipient age1...] [--no-backup]", "final encrypted backup, then drop database, role, secret and record", runTenantDelete},
+		{"tenant backup-key", "tenant backup-key <slug> [set <age1...> | clear]", "show or set the age public key backups are encrypted to", runTenantBackupKey},
+		{"backup", "backup <slug>... | --all [--to DIR] [--concurrency N] [--keep N] [--recipient age1...]", "encrypted pg_dump of tenant databases, with manifest and retention", runBackup},
+		{"restore", "restore <slug> --from FILE --identity KEYFILE [--into NEW_SLUG] [--force] [--drop-old]", "restore a backup into a fresh database and switch the tenant to it", runRestore},
+		{"doctor", "doctor <slug>... | --all [--json]", "check DNS, record, database, instances, router and certificate of tenants", runDoctor},
 		{"dev", "dev [args]", "run the whole stack on this machine", runDev},
 	}
 }

@@ -1,0 +1,68 @@
+package main_test
+
+import (
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"stagesub.dev/router"
+	main "stagesub.dev/router/cmd/stagesub-router"
+)
+
+func TestLoad(t *testing.T) {
+	t.Run("Defaults", func(t *testing.T) {
+		c, err := main.Load(nil, []string{"STAGESUB_BASE_DOMAIN=localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct{ name, got, want string }{
+			{"http", c.HTTPAddr, "127.0.0.1:8080"},
+			{"https", c.HTTPSAddr, "127.0.0.1:8443"},
+			{"tls", string(c.TLSMode), "internal"},
+			{"tlsdir", c.TLSDir, filepath.Join(".stagesub", "tls")},
+			{"consul", c.ConsulAddr, "127.0.0.1:8500"},
+		} {
+			if tt.got != tt.want {
+				t.Errorf("%s got %q want %q", tt.name, tt.got, tt.want)
+			}
+		}
+		if c.ReadHeaderTimeout != 10*time.Second || c.MaxHeaderBytes != 64<<10 || !c.AccessLog || !c.Register {
+			t.Errorf("defaults: %+v", c)
+		}
+	})
+	t.Run("EnvAndFlags", func(t *testing.T) {
+		c, err := main.Load([]string{"-tls=off", "-http=127.0.0.1:9999"}, []string{
+			"STAGESUB_BASE_DOMAIN=stagesub.com", "STAGESUB_ROUTER_HTTP_ADDR=127.0.0.1:1",
+			"STAGESUB_TRUSTED_PROXIES=10.0.0.0/8, 192.168.1.7", "STAGESUB_ROUTER_UPSTREAM_TIMEOUT=5s",
+			"CONSUL_HTTP_ADDR=127.0.0.1:8501", "STAGESUB_STATE_DIR=/var/lib/stagesub",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.TLSMode != router.TLSOff || c.HTTPAddr != "127.0.0.1:9999" || c.UpstreamTimeout != 5*time.Second ||
+			c.ConsulAddr != "127.0.0.1:8501" || c.TLSDir != "/var/lib/stagesub/tls" {
+			t.Errorf("got %+v", c)
+		}
+		want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32")}
+		if len(c.TrustedProxies) != 2 || c.TrustedProxies[0] != want[0] || c.TrustedProxies[1] != want[1] {
+			t.Errorf("trusted got %v want %v", c.TrustedProxies, want)
+		}
+	})
+	for name, tt := range map[string]struct {
+		args, env []string
+	}{
+		"ErrNoBase":       {nil, nil},
+		"ErrTLSMode":      {[]string{"-tls=magic"}, []string{"STAGESUB_BASE_DOMAIN=x.test"}},
+		"ErrFilesNoCert":  {nil, []string{"STAGESUB_BASE_DOMAIN=x.test", "STAGESUB_TLS_MODE=files"}},
+		"ErrDuration":     {nil, []string{"STAGESUB_BASE_DOMAIN=x.test", "STAGESUB_ROUTER_IDLE_TIMEOUT=soon"}},
+		"ErrTrustedProxy": {nil, []string{"STAGESUB_BASE_DOMAIN=x.test", "STAGESUB_TRUSTED_PROXIES=nope"}},
+		"ErrFlag":         {[]string{"-nope"}, []string{"STAGESUB_BASE_DOMAIN=x.test"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := main.Load(tt.args, tt.env); err == nil {
+				t.Error("got nil error")
+			}
+		})
+	}
+}

@@ -1,0 +1,69 @@
+package proxy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"stagesub.dev/registry"
+	"stagesub.dev/router/proxy"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) lines() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
+}
+
+func TestAccessLog(t *testing.T) {
+	up := echoUpstream(t, "g1")
+	f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", up.Listener.Addr().String())
+	var buf syncBuffer
+	tr := newRouter(t, f.table(t, nil), func(c *proxy.Config) {
+		c.AccessLog = slog.New(slog.NewJSONHandler(&buf, nil))
+		c.UnknownLogPerSecond = 5
+	})
+	resp, _ := tr.do(t, "GET", "goteborg.stagesub.test", "/some/path?secret=1", nil, nil)
+	for range 40 {
+		tr.do(t, "GET", "scan.example", "/", nil, nil)
+	}
+	lines := buf.lines()
+	var first map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]any{
+		"request_id": resp.Header.Get(proxy.HeaderRequestID), "tenant": "goteborg", "host": "goteborg.stagesub.test",
+		"method": "GET", "path": "/some/path", "status": 200.0, "upstream": up.Listener.Addr().String(), "retries": 0.0,
+	} {
+		if got := first[k]; got != want {
+			t.Errorf("%s got %v want %v", k, got, want)
+		}
+	}
+	if _, ok := first["duration_ms"]; !ok {
+		t.Error("no duration_ms")
+	}
+	// 40 unknown-host requests within a second or two: at most 2 windows of 5 lines.
+	if n := len(lines) - 1; n < 5 || n > 10 {
+		t.Errorf("unknown-host lines got %d want 5..10", n)
+	}
+	if got := testutil.ToFloat64(tr.metrics.LogDropped); got < 30 {
+		t.Errorf("dropped got %v want >= 30", got)
+	}
+}
