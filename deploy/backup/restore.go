@@ -271,11 +271,21 @@ func (s *Service) restoreSwitch(ctx context.Context, req RestoreRequest, m *Mani
 	if err != nil {
 		return nil, err
 	}
-	newDB := registry.DatabaseName(slug) + "_r" + strconv.FormatInt(s.now().Unix(), 10)
-	if exists, err := pg.DatabaseExists(ctx, newDB); err != nil {
-		return nil, err
-	} else if exists {
-		return nil, registry.Errorf(registry.ECONFLICT, "database %s exists already; retry in a second", newDB)
+	// orchestra_<slug>_r<unix seconds>: at most 10+40+2+11 < 63 bytes.
+	// Restores within one second take the next free second.
+	var newDB string
+	for i := int64(0); ; i++ {
+		if i == 100 {
+			return nil, fmt.Errorf("no free database name for the restore of %s", slug)
+		}
+		newDB = registry.DatabaseName(slug) + "_r" + strconv.FormatInt(s.now().Unix()+i, 10)
+		exists, err := pg.DatabaseExists(ctx, newDB)
+		if err != nil {
+			return nil, err
+		}
+		if !exists {
+			break
+		}
 	}
 	role := registry.RoleName(slug)
 	if err := srv.EnsureDatabase(ctx, newDB, role); err != nil {

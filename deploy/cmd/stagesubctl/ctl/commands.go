@@ -35,6 +35,7 @@ func init() {
 		{"backup", "backup <slug>... | --all [--to DIR] [--concurrency N] [--keep N] [--recipient age1...]", "encrypted pg_dump of tenant databases, with manifest and retention", runBackup},
 		{"restore", "restore <slug> --from FILE --identity KEYFILE [--into NEW_SLUG] [--force] [--drop-old]", "restore a backup into a fresh database and switch the tenant to it", runRestore},
 		{"doctor", "doctor <slug>... | --all [--json]", "check DNS, record, database, instances, router and certificate of tenants", runDoctor},
+		{"import-shared", "import-shared --from DSN --tenant-column COL --map ID=slug,... [--schema S] [--dry-run]", "split a legacy shared database into tenant databases (resumable)", runImportShared},
 		{"dev", "dev [args]", "run the whole stack on this machine", runDev},
 	}
 }
