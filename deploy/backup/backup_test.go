@@ -139,6 +139,15 @@ func TestRestoreLive(t *testing.T) {
 	if !rr.DroppedOld {
 		t.Errorf("old database not dropped")
 	}
+	// A second restore within the same second gets its own database.
+	rr2, err := e.svc.Restore(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rr2.Database == rr.Database || rr2.OldDatabase != rr.Database {
+		t.Errorf("second restore: %s (old %s), first %s", rr2.Database, rr2.OldDatabase, rr.Database)
+	}
+	rr = rr2
 	if ok, _ := e.srv.DatabaseExists(ctx, "orchestra_live"); ok {
 		t.Errorf("orchestra_live still exists after --drop-old")
 	}

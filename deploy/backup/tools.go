@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // DefaultBinDir is where Debian installs the PostgreSQL 15 client tools.
@@ -44,17 +45,26 @@ func (t Tools) Path(name string) (string, error) {
 	return "", fmt.Errorf("%s not found in %s or on PATH (install postgresql-client-15 or set STAGESUB_PG_BINDIR)", name, strings.Join(dirs, ", "))
 }
 
-// Version returns the first line of `name --version`, "" on error.
+// versions caches `<tool> --version` by path.
+var versions sync.Map
+
+// Version returns the first line of `name --version`, "" on error. It runs
+// the tool once per path and process.
 func (t Tools) Version(ctx context.Context, name string) string {
 	p, err := t.Path(name)
 	if err != nil {
 		return ""
 	}
+	if v, ok := versions.Load(p); ok {
+		return v.(string)
+	}
 	out, err := exec.CommandContext(ctx, p, "--version").Output()
 	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(string(out))
+	v := strings.TrimSpace(string(out))
+	versions.Store(p, v)
+	return v
 }
 
 // Dump runs `pg_dump -Fc` on dbURL and writes the archive to w. snapshot,

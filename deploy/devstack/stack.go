@@ -436,17 +436,20 @@ func shellQuote(v string) string { return "'" + strings.ReplaceAll(v, "'", `'\''
 func (s *stack) summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nStageSub dev stack is ready.\n\n")
-	fmt.Fprintf(&b, "  Admin dashboard   %s   (user admin, password %s)\n", s.publicURL("admin"), s.secrets.AdminPassword)
+	fmt.Fprintf(&b, "  %-26s %-36s user admin, password %s\n", "Admin dashboard", s.publicURL("admin"), s.secrets.AdminPassword)
 	for _, t := range DemoTenants {
-		fmt.Fprintf(&b, "  %-17s %s   (%s, password %s)\n", t.Name, s.publicURL(t.Slug), StaffEmail(t.Slug), s.secrets.StaffPassword)
+		fmt.Fprintf(&b, "  %-26s %-36s %s, password %s\n", t.Name, s.publicURL(t.Slug), StaffEmail(t.Slug), s.secrets.StaffPassword)
 	}
 	_, httpPort, _ := net.SplitHostPort(s.o.HTTPAddr)
-	fmt.Fprintf(&b, "\n  Plain HTTP        http://goteborg.%s:%s/ (redirects to HTTPS)\n", s.o.BaseDomain, httpPort)
-	fmt.Fprintf(&b, "  CA certificate    %s\n", s.caFile)
-	fmt.Fprintf(&b, "                    curl --cacert %s %s\n", s.caFile, s.publicURL("goteborg"))
-	fmt.Fprintf(&b, "                    (browsers: import it as a trusted authority, or accept the warning)\n")
-	fmt.Fprintf(&b, "  Consul            http://%s/v1/catalog/services\n", s.consulAddr)
-	fmt.Fprintf(&b, "  Logs              %s\n", s.o.logDir())
-	fmt.Fprintf(&b, "  Ops shell         . %s && %s tenant list\n", filepath.Join(s.o.Dir, "env"), filepath.Join(s.o.BinDir, "stagesubctl"))
+	row := func(k, v string) { fmt.Fprintf(&b, "  %-26s %s\n", k, v) }
+	b.WriteString("\n")
+	row("Plain HTTP", fmt.Sprintf("http://goteborg.%s:%s/ (redirects to HTTPS)", s.o.BaseDomain, httpPort))
+	row("CA certificate", s.caFile)
+	row("", fmt.Sprintf("curl --cacert %s %s", s.caFile, s.publicURL("goteborg")))
+	row("", "browsers: import it as a trusted authority (Chromium/Linux:")
+	row("", fmt.Sprintf("certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n stagesub-dev -i %s)", s.caFile))
+	row("Consul", fmt.Sprintf("http://%s/v1/catalog/services", s.consulAddr))
+	row("Logs", s.o.logDir())
+	row("Ops shell", fmt.Sprintf(". %s && %s tenant list", filepath.Join(s.o.Dir, "env"), filepath.Join(s.o.BinDir, "stagesubctl")))
 	return b.String()
 }

@@ -272,6 +272,20 @@ func (s *system) testRouting(t *testing.T) {
 			t.Errorf("%s: no verified TLS chain", tn.Slug)
 		}
 	}
+	// curl verifies the certificate with the CA file and nothing else, the
+	// way README tells developers to.
+	t.Run("Curl", func(t *testing.T) {
+		curl := needBinary(t, "curl")
+		_, port, _ := strings.Cut(s.httpsAddr, ":")
+		for _, label := range []string{"goteborg", "malmo", "admin"} {
+			host := label + ".localhost"
+			out, errOut, err := tryRun(30*time.Second, nil, curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+				"--cacert", s.caFile, "--resolve", host+":"+port+":127.0.0.1", s.url(label, "/login"))
+			if err != nil || out != "200" {
+				t.Errorf("curl --cacert %s %s: %v %s %s", s.caFile, s.url(label, "/login"), err, out, errOut)
+			}
+		}
+	})
 	t.Run("ErrUnknownHost", func(t *testing.T) {
 		resp, err := c.Get(s.url("nosuchtenant", "/"))
 		if err != nil {

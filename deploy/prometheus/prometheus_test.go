@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -323,6 +324,77 @@ func TestSDHandler(t *testing.T) {
 		srv.Close()
 		if code, _ := get(t, "?service=stagesub-app"); code != http.StatusBadGateway {
 			t.Errorf("status %d, want 502", code)
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for RunSD's goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRunSD runs the bridge as `stagesubctl prometheus-sd` does: it serves
+// /v1/sd from the Consul of CONSUL_HTTP_ADDR and stops with its context.
+func TestRunSD(t *testing.T) {
+	srv := consuldev.StartTest(t, consuldev.Config{HTTPAddr: "127.0.0.1:0"})
+	c := srv.Client(t)
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "app-1", Name: "stagesub-app",
+		Address: "127.0.0.1", Port: 4001, Meta: map[string]string{"tenant": "goteborg"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- prometheus.RunSD(ctx, []string{"--listen", "127.0.0.1:0"}, []string{"CONSUL_HTTP_ADDR=" + srv.Addr()}, out, io.Discard)
+	}()
+	var url string
+	deadline := time.Now().Add(10 * time.Second)
+	for url == "" {
+		if _, rest, ok := strings.Cut(out.String(), "listening on "); ok {
+			url = strings.TrimSpace(rest)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening line: %q", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := http.Get(url + "?service=stagesub-app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []prometheus.TargetGroup
+	err = json.NewDecoder(resp.Body).Decode(&groups)
+	resp.Body.Close()
+	if err != nil || len(groups) != 1 || groups[0].Labels["__meta_consul_service_metadata_tenant"] != "goteborg" {
+		t.Errorf("groups %+v (%v)", groups, err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("RunSD after cancel: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunSD did not stop")
+	}
+	t.Run("ErrBadFlag", func(t *testing.T) {
+		if err := prometheus.RunSD(context.Background(), []string{"--nope"}, nil, io.Discard, io.Discard); err == nil {
+			t.Error("no error")
 		}
 	})
 }

@@ -128,14 +128,17 @@ func hasTags(have []string, want []string) bool {
 	return true
 }
 
-// nodeChecks returns the checks of node in CheckID order, optionally only
-// those of one service ID ("" = node-level checks).
+// checksOf returns copies of the checks of node in CheckID order: all of
+// them when serviceID is nil, else those of that one service ID ("" =
+// node-level checks). With a service ID it costs O(checks of that service),
+// through the checksBySvc index. Caller holds s.mu.
 func (s *Server) checksOf(node string, serviceID *string) []*api.HealthCheck {
-	var out []*api.HealthCheck
-	for _, c := range s.st.Checks[node] {
-		if serviceID != nil && c.ServiceID != *serviceID {
-			continue
-		}
+	src := s.st.Checks[node]
+	if serviceID != nil {
+		src = s.st.checksBySvc[node][*serviceID]
+	}
+	var out []*api.HealthCheck // nil when there are none, as before the index
+	for _, c := range src {
 		cp := *c
 		cp.ServiceTags = nonNil(cp.ServiceTags)
 		out = append(out, &cp)
@@ -308,7 +311,8 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, erro
 		return nil, err
 	}
 	var out []*api.Node
-	idx, err := s.block(r, o, func() (uint64, bool, error) {
+	index := func() uint64 { return s.st.maxIndex(tNodes) }
+	idx, err := s.blockIndex(r, o, index, func() error {
 		out = []*api.Node{}
 		for _, name := range s.st.sortedNodeNames() {
 			n := s.st.Nodes[name]
@@ -318,13 +322,13 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, erro
 			cp := copyNode(n)
 			ok, err := o.match(cp)
 			if err != nil {
-				return 0, false, err
+				return err
 			}
 			if ok {
 				out = append(out, cp)
 			}
 		}
-		return s.st.maxIndex(tNodes), false, nil
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -342,7 +346,8 @@ func (s *Server) nodeServices(w http.ResponseWriter, r *http.Request, node strin
 	}
 	var n *api.Node
 	var svcs []*api.AgentService
-	idx, err := s.block(r, o, func() (uint64, bool, error) {
+	index := func() uint64 { return s.st.maxIndex(tNodes, tServices) }
+	idx, err := s.blockIndex(r, o, index, func() error {
 		n, svcs = nil, nil
 		if cur := s.st.Nodes[node]; cur != nil {
 			n = copyNode(cur)
@@ -355,14 +360,14 @@ func (s *Server) nodeServices(w http.ResponseWriter, r *http.Request, node strin
 				svc := copyService(s.st.Services[node][id])
 				ok, err := o.match(svc)
 				if err != nil {
-					return 0, false, err
+					return err
 				}
 				if ok {
 					svcs = append(svcs, svc)
 				}
 			}
 		}
-		return s.st.maxIndex(tNodes, tServices), false, nil
+		return nil
 	})
 	if err != nil {
 		return nil, nil, err
@@ -415,7 +420,8 @@ func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, e
 		return nil, err
 	}
 	var out map[string][]string
-	idx, err := s.block(r, o, func() (uint64, bool, error) {
+	index := func() uint64 { return s.st.maxIndex(tServices) }
+	idx, err := s.blockIndex(r, o, index, func() error {
 		out = map[string][]string{}
 		seen := map[string]map[string]bool{}
 		for _, node := range s.st.sortedNodeNames() {
@@ -427,7 +433,7 @@ func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, e
 				if o.filter != nil {
 					ok, err := o.match(s.catalogRow(n, svc))
 					if err != nil {
-						return 0, false, err
+						return err
 					}
 					if !ok {
 						continue
@@ -445,7 +451,7 @@ func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, e
 				}
 			}
 		}
-		return s.st.maxIndex(tServices), false, nil
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -466,7 +472,8 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 	}
 	tags := r.URL.Query()["tag"]
 	var out []*api.CatalogService
-	idx, err := s.block(r, o, func() (uint64, bool, error) {
+	index := func() uint64 { return s.st.serviceIndex(name, false) }
+	idx, err := s.blockIndex(r, o, index, func() error {
 		out = []*api.CatalogService{}
 		for _, pair := range s.serviceInstances(name, o) {
 			n, svc := pair[0].(*api.Node), pair[1].(*api.AgentService)
@@ -476,13 +483,13 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 			row := s.catalogRow(copyNode(n), copyService(svc))
 			ok, err := o.match(row)
 			if err != nil {
-				return 0, false, err
+				return err
 			}
 			if ok {
 				out = append(out, row)
 			}
 		}
-		return s.st.serviceIndex(name, false), false, nil
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -509,48 +516,75 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 		return nil, errf(400, "Invalid value for ?passing")
 	}
 	tags := q["tag"]
-	var out []*api.ServiceEntry
-	idx, err := s.block(r, o, func() (uint64, bool, error) {
-		out = []*api.ServiceEntry{}
+	_, pretty := q["pretty"]
+	// Unless pretty-printing, the answer is assembled from the cached JSON
+	// of each entry (see encodedEntry); an entry is copied and encoded only
+	// when it changed, or copied when a filter has to see it.
+	var out []*api.ServiceEntry // when pretty
+	var raw jsonArray           // otherwise
+	index := func() uint64 { return s.st.serviceIndex(name, true) }
+	idx, err := s.blockIndex(r, o, index, func() error {
+		out, raw = []*api.ServiceEntry{}, jsonArray{}
 		for _, pair := range s.serviceInstances(name, o) {
 			n, svc := pair[0].(*api.Node), pair[1].(*api.AgentService)
 			if !hasTags(svc.Tags, tags) {
 				continue
 			}
-			noSvc := ""
-			checks := append(s.checksOf(n.Node, &noSvc), s.checksOf(n.Node, &svc.ID)...)
-			e := &api.ServiceEntry{Node: copyNode(n), Service: copyService(svc), Checks: checks}
-			ok, err := o.match(e)
-			if err != nil {
-				return 0, false, err
+			var cached []byte
+			if !pretty {
+				cached = s.st.cachedEntry(n, svc)
 			}
-			if ok {
-				out = append(out, e)
+			if cached == nil || o.filter != nil {
+				noSvc := ""
+				checks := append(s.checksOf(n.Node, &noSvc), s.checksOf(n.Node, &svc.ID)...)
+				e := &api.ServiceEntry{Node: copyNode(n), Service: copyService(svc), Checks: checks}
+				ok, err := o.match(e)
+				if err != nil {
+					return err
+				}
+				if !ok || (passing && !s.st.allPassing(n.Node, svc.ID)) {
+					continue
+				}
+				if pretty {
+					out = append(out, e)
+					continue
+				}
+				if cached == nil {
+					if cached, err = s.st.storeEntry(n, svc, e); err != nil {
+						return err
+					}
+				}
+			} else if passing && !s.st.allPassing(n.Node, svc.ID) {
+				continue
 			}
+			raw = append(raw, cached)
 		}
-		return s.st.serviceIndex(name, true), false, nil
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if passing {
-		kept := out[:0]
-		for _, e := range out {
-			ok := true
-			for _, c := range e.Checks {
-				if c.Status != api.HealthPassing {
-					ok = false
-				}
-			}
-			if ok {
-				kept = append(kept, e)
-			}
-		}
-		out = kept
-	}
 	setMeta(w, idx)
 	setConsistency(w, r)
-	return out, nil
+	if pretty {
+		return out, nil
+	}
+	return raw, nil
+}
+
+// allPassing reports whether every check of the instance serviceID on
+// node, node-level checks included, is passing (true when it has none),
+// which is what ?passing keeps. Caller holds s.mu.
+func (st *state) allPassing(node, serviceID string) bool {
+	bySvc := st.checksBySvc[node]
+	for _, id := range []string{"", serviceID} {
+		for _, c := range bySvc[id] {
+			if c.Status != api.HealthPassing {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (s *Server) healthChecksQuery(w http.ResponseWriter, r *http.Request, index func() uint64, pick func(*api.HealthCheck) bool) (any, error) {
@@ -559,7 +593,7 @@ func (s *Server) healthChecksQuery(w http.ResponseWriter, r *http.Request, index
 		return nil, err
 	}
 	var out []*api.HealthCheck
-	idx, err := s.block(r, o, func() (uint64, bool, error) {
+	idx, err := s.blockIndex(r, o, index, func() error {
 		out = []*api.HealthCheck{}
 		for _, node := range s.st.sortedNodeNames() {
 			if !o.metaMatch(s.st.Nodes[node].Meta) {
@@ -571,14 +605,14 @@ func (s *Server) healthChecksQuery(w http.ResponseWriter, r *http.Request, index
 				}
 				ok, err := o.match(c)
 				if err != nil {
-					return 0, false, err
+					return err
 				}
 				if ok {
 					out = append(out, c)
 				}
 			}
 		}
-		return index(), false, nil
+		return nil
 	})
 	if err != nil {
 		return nil, err

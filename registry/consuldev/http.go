@@ -169,6 +169,10 @@ func (s *Server) wrap(rt route) http.Handler {
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
+	if a, ok := v.(jsonArray); ok {
+		a.write(w, code)
+		return
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -341,6 +345,52 @@ func (s *Server) block(r *http.Request, o *queryOpts, query func() (idx uint64, 
 			return idx, nil
 		case <-r.Context().Done():
 			return idx, nil
+		}
+	}
+}
+
+// blockIndex is block for queries whose index does not depend on their
+// result and which never report "not found": every catalog and health read.
+// index is evaluated, under s.mu, on every change; build, also under s.mu,
+// runs only when the query is about to answer (index past the requested
+// one, not blocking, timeout, or shutdown), so the answer and its index are
+// always from the same state. A waiting query thus costs O(index) instead of
+// O(result) per unrelated write. With a filter the result is also built on
+// the first pass, so a filter that fails to evaluate fails the request at
+// once, as in Consul. If the client goes away while waiting, it returns
+// errWritten and nothing is built or written.
+func (s *Server) blockIndex(r *http.Request, o *queryOpts, index func() uint64, build func() error) (uint64, error) {
+	minIndex := o.index
+	blocking := minIndex > 0
+	var timeout <-chan time.Time
+	if blocking {
+		t := time.NewTimer(o.timeout())
+		defer t.Stop()
+		timeout = t.C
+	}
+	first, expired := true, false
+	for {
+		s.mu.Lock()
+		idx := max(index(), 1)
+		done := !blocking || s.closed || expired || idx > minIndex
+		if done || (first && o.filter != nil) {
+			if err := build(); err != nil {
+				s.mu.Unlock()
+				return 0, err
+			}
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if done {
+			return idx, nil
+		}
+		first = false
+		select {
+		case <-ch:
+		case <-timeout:
+			expired = true
+		case <-r.Context().Done():
+			return 0, errWritten
 		}
 	}
 }

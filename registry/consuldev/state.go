@@ -61,6 +61,20 @@ type state struct {
 	Services   map[string]map[string]*api.AgentService // node -> service ID
 	Checks     map[string]map[string]*api.HealthCheck  // node -> check ID
 
+	// checksBySvc indexes Checks by service: node -> service ID ("" for
+	// node-level checks) -> check ID -> the same *api.HealthCheck as in
+	// Checks. svcCount counts the instances in Services by service name.
+	// Both are derived (never persisted): rebuilt by fixup and kept in step
+	// by the catalog primitives below, which are the only writers of
+	// Services and Checks. Invariant: a check is in checksBySvc exactly when
+	// it is in Checks, under its current Node and ServiceID.
+	checksBySvc map[string]map[string]map[string]*api.HealthCheck
+	svcCount    map[string]int
+	// entryJSON caches the encoded /v1/health/service entry of each
+	// instance (see encodedEntry for when one is valid). deleteService and
+	// deleteNode drop the entries of what they remove.
+	entryJSON map[entryKey]*encodedEntry
+
 	// lockDelay holds keys in a lock-delay window (leader memory only).
 	lockDelay map[string]time.Time
 	// sessionTimers are the TTL timers of sessions with a TTL.
@@ -97,6 +111,19 @@ func (st *state) fixup() {
 	}
 	if st.Checks == nil {
 		st.Checks = map[string]map[string]*api.HealthCheck{}
+	}
+	st.checksBySvc = map[string]map[string]map[string]*api.HealthCheck{}
+	for _, m := range st.Checks {
+		for _, c := range m {
+			st.indexCheck(c)
+		}
+	}
+	st.entryJSON = map[entryKey]*encodedEntry{}
+	st.svcCount = map[string]int{}
+	for _, m := range st.Services {
+		for _, svc := range m {
+			st.svcCount[svc.Service]++
+		}
 	}
 	st.lockDelay = map[string]time.Time{}
 	st.sessionTimers = map[string]*time.Timer{}
@@ -186,16 +213,19 @@ func (st *state) ensureService(idx uint64, node string, svc *api.AgentService) b
 		svc.CreateIndex = old.CreateIndex
 		if old.Service != svc.Service {
 			st.touch(idx, serviceTable(old.Service))
+			st.svcCount[old.Service]--
+			st.svcCount[svc.Service]++
 		}
 	} else {
 		svc.CreateIndex = idx
+		st.svcCount[svc.Service]++
 	}
 	svc.ModifyIndex = idx
 	m[svc.ID] = svc
 	st.touch(idx, tServices, serviceTable(svc.Service))
 	// Checks of this service carry the service name and tags.
-	for _, c := range st.Checks[node] {
-		if c.ServiceID == svc.ID && (c.ServiceName != svc.Service || !stringsEqual(c.ServiceTags, svc.Tags)) {
+	for _, c := range st.checksBySvc[node][svc.ID] {
+		if c.ServiceName != svc.Service || !stringsEqual(c.ServiceTags, svc.Tags) {
 			c.ServiceName = svc.Service
 			c.ServiceTags = nonNil(svc.Tags)
 			c.ModifyIndex = idx
@@ -209,19 +239,11 @@ func (st *state) ensureService(idx uint64, node string, svc *api.AgentService) b
 }
 
 // serviceExists reports whether any instance of name is registered.
-func (st *state) serviceExists(name string) bool {
-	for _, m := range st.Services {
-		for _, svc := range m {
-			if svc.Service == name {
-				return true
-			}
-		}
-	}
-	return false
-}
+func (st *state) serviceExists(name string) bool { return st.svcCount[name] > 0 }
 
 func (st *state) maybeExtinct(idx uint64, name string) {
 	if !st.serviceExists(name) {
+		delete(st.svcCount, name)
 		delete(st.Tables, serviceTable(name))
 		st.touch(idx, tExtinction)
 	}
@@ -234,16 +256,17 @@ func (st *state) deleteService(idx uint64, node, id string) (removedChecks []str
 	if svc == nil {
 		return nil, false
 	}
-	for cid, c := range st.Checks[node] {
-		if c.ServiceID == id {
-			delete(st.Checks[node], cid)
-			removedChecks = append(removedChecks, cid)
-		}
+	for cid, c := range st.checksBySvc[node][id] {
+		delete(st.Checks[node], cid)
+		st.unindexCheck(c)
+		removedChecks = append(removedChecks, cid)
 	}
 	if len(removedChecks) > 0 {
 		st.touch(idx, tChecks)
 	}
 	delete(st.Services[node], id)
+	delete(st.entryJSON, entryKey{node, id})
+	st.svcCount[svc.Service]--
 	st.touch(idx, tServices, serviceTable(svc.Service))
 	st.maybeExtinct(idx, svc.Service)
 	return removedChecks, true
@@ -272,11 +295,13 @@ func (st *state) ensureCheck(idx uint64, c *api.HealthCheck) bool {
 			return false
 		}
 		c.CreateIndex = old.CreateIndex
+		st.unindexCheck(old)
 	} else {
 		c.CreateIndex = idx
 	}
 	c.ModifyIndex = idx
 	m[c.CheckID] = c
+	st.indexCheck(c)
 	st.touch(idx, tChecks)
 	if c.ServiceID != "" {
 		if c.ServiceName != "" {
@@ -295,6 +320,7 @@ func (st *state) deleteCheck(idx uint64, node, id string) bool {
 		return false
 	}
 	delete(st.Checks[node], id)
+	st.unindexCheck(c)
 	st.touch(idx, tChecks)
 	if c.ServiceID != "" {
 		st.touch(idx, serviceTable(c.ServiceName))
@@ -317,9 +343,39 @@ func (st *state) deleteNode(idx uint64, node string) bool {
 	}
 	delete(st.Services, node)
 	delete(st.Checks, node)
+	delete(st.checksBySvc, node)
 	delete(st.Nodes, node)
 	st.touch(idx, tNodes)
 	return true
+}
+
+// indexCheck adds c to checksBySvc under its Node and ServiceID.
+func (st *state) indexCheck(c *api.HealthCheck) {
+	bySvc := st.checksBySvc[c.Node]
+	if bySvc == nil {
+		bySvc = map[string]map[string]*api.HealthCheck{}
+		st.checksBySvc[c.Node] = bySvc
+	}
+	m := bySvc[c.ServiceID]
+	if m == nil {
+		m = map[string]*api.HealthCheck{}
+		bySvc[c.ServiceID] = m
+	}
+	m[c.CheckID] = c
+}
+
+// unindexCheck removes c (as stored: same Node, ServiceID and CheckID)
+// from checksBySvc, dropping empty maps.
+func (st *state) unindexCheck(c *api.HealthCheck) {
+	bySvc := st.checksBySvc[c.Node]
+	m := bySvc[c.ServiceID]
+	delete(m, c.CheckID)
+	if len(m) == 0 {
+		delete(bySvc, c.ServiceID)
+	}
+	if len(bySvc) == 0 {
+		delete(st.checksBySvc, c.Node)
+	}
 }
 
 // serviceIndex is the index reported by service-scoped catalog and health

@@ -88,6 +88,18 @@ func (m *Metrics) SetRoutes(states map[string]int) {
 	}
 }
 
+// ForgetTenant deletes every series labelled with tenant, once the tenant
+// left the routing table, so deleted tenants do not accumulate.
+func (m *Metrics) ForgetTenant(tenant string) {
+	l := prometheus.Labels{"tenant": tenant}
+	m.Requests.DeletePartialMatch(l)
+	m.Duration.DeletePartialMatch(l)
+	m.UpstreamErrors.DeletePartialMatch(l)
+	m.Retries.DeletePartialMatch(l)
+	m.Ejections.DeletePartialMatch(l)
+	m.InFlight.DeletePartialMatch(l)
+}
+
 // Method folds a request method into a bounded label value.
 func Method(m string) string {
 	switch m {

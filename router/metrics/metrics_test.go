@@ -40,3 +40,17 @@ func TestSetRoutesAndAge(t *testing.T) {
 		t.Errorf("age metric: %d, %v", n, err)
 	}
 }
+
+func TestForgetTenant(t *testing.T) {
+	m := metrics.New(func() time.Duration { return 0 })
+	m.Requests.WithLabelValues("goteborg", "2xx", "GET").Inc()
+	m.Requests.WithLabelValues("malmo", "2xx", "GET").Inc()
+	m.Duration.WithLabelValues("goteborg").Observe(1)
+	m.ForgetTenant("goteborg")
+	if got, want := testutil.CollectAndCount(m.Requests), 1; got != want {
+		t.Errorf("request series got %d want %d", got, want)
+	}
+	if got, want := testutil.CollectAndCount(m.Duration), 0; got != want {
+		t.Errorf("duration series got %d want %d", got, want)
+	}
+}

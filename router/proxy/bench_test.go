@@ -13,9 +13,14 @@ import (
 // BenchmarkProxy measures a GET through the handler (access log on, to
 // io.Discard) to a loopback upstream, over loopback keep-alive connections.
 func BenchmarkProxy(b *testing.B) {
+	b.Run("accesslog", func(b *testing.B) { benchProxy(b, slog.New(slog.NewJSONHandler(io.Discard, nil))) })
+	b.Run("nolog", func(b *testing.B) { benchProxy(b, nil) })
+}
+
+func benchProxy(b *testing.B, accessLog *slog.Logger) {
 	up := echoUpstream(b, "g1")
 	f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", up.Listener.Addr().String())
-	tr := newRouter(b, f.table(b, nil), func(c *proxy.Config) { c.AccessLog = slog.New(slog.NewJSONHandler(io.Discard, nil)) })
+	tr := newRouter(b, f.table(b, nil), func(c *proxy.Config) { c.AccessLog = accessLog })
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.SetParallelism(8)

@@ -45,6 +45,7 @@ import (
 	"syscall"
 	"time"
 
+	"stagesub.dev/registry"
 	"stagesub.dev/router/metrics"
 	"stagesub.dev/router/route"
 )
@@ -219,6 +220,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(rt.Backends) == 0 && h.c.NoInstanceWait > 0 {
 		rt = h.waitForBackends(r.Context(), r.Host, rt, changed)
 		st.route = rt
+		if rt.Kind == route.KindUnknown { // removed while we waited
+			pageUnknown.write(rw, st.requestID)
+			return
+		}
 		if p, ok := h.statusPage(rt); ok {
 			p.write(rw, st.requestID)
 			return
@@ -264,13 +269,13 @@ func (h *Handler) statusPage(rt *route.Route) (page, bool) {
 		return page{}, false
 	}
 	switch rt.Status {
-	case "active":
+	case registry.StatusActive:
 		return page{}, false
-	case "suspended":
+	case registry.StatusSuspended:
 		return pageSuspended, true
-	case "maintenance":
+	case registry.StatusMaintenance:
 		return pageMaintenance(h.c.MaintenanceRetry), true
-	case "deleting":
+	case registry.StatusDeleting:
 		return pageDeleting, true
 	}
 	return pageProvisioning(h.c.MaintenanceRetry), true

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,6 +115,9 @@ func TestLookup(t *testing.T) {
 		if got, want := tab.IsCustomDomain(tt.host), tt.custom; got != want {
 			t.Errorf("%q: custom got %v want %v", tt.host, got, want)
 		}
+	}
+	if got, want := strings.Join(tab.Tenants(), ","), "goteborg,kiruna,lund,malmo,umea,visby"; got != want {
+		t.Errorf("tenants got %s want %s", got, want)
 	}
 	// The instance registered for goteborg but listed under malmo is not routed.
 	if got, want := len(tab.Lookup("malmo.stagesub.test").Backends), 1; got != want {

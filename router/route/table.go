@@ -32,6 +32,7 @@ type Table struct {
 	unknown  *Route
 	backends map[string]*Backend // backendKey → backend, carried over by Build
 	states   map[string]int
+	tenants  []string // routed slugs, sorted
 }
 
 // Options configure Build.
@@ -104,6 +105,7 @@ func Build(s *registry.Snapshot, o Options) (*Table, error) {
 			r.Backends = append(r.Backends, t.backend(o.Prev, in, slug))
 		}
 		routes[slug] = r
+		t.tenants = append(t.tenants, slug)
 		t.hosts[slug+"."+base] = r
 		t.states[stateOf(r)]++
 	}
@@ -225,6 +227,10 @@ func (t *Table) IsCustomDomain(host string) bool {
 // "no_instance" for an active tenant without passing instances. The caller
 // must not modify the map.
 func (t *Table) States() map[string]int { return t.states }
+
+// Tenants returns the slugs of the tenants in the table, sorted. The caller
+// must not modify the slice.
+func (t *Table) Tenants() []string { return t.tenants }
 
 // Hosts returns the number of hosts in the table.
 func (t *Table) Hosts() int { return len(t.hosts) }

@@ -3,6 +3,7 @@ package main_test
 import (
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +65,22 @@ func TestLoad(t *testing.T) {
 				t.Error("got nil error")
 			}
 		})
+	}
+}
+
+func TestMainLoad_ACMEWired(t *testing.T) {
+	m := main.NewMain()
+	err := m.Load(nil, []string{"STAGESUB_BASE_DOMAIN=x.test", "STAGESUB_TLS_MODE=acme"})
+	if err == nil || !strings.Contains(err.Error(), "STAGESUB_ACME") {
+		t.Errorf("acme without its settings: got %v, want an error naming STAGESUB_ACME_*", err)
+	}
+	m = main.NewMain()
+	if err := m.Load(nil, []string{"STAGESUB_BASE_DOMAIN=x.test", "STAGESUB_TLS_MODE=acme",
+		"STAGESUB_ACME_EMAIL=ops@x.test", "STAGESUB_ACME_AGREE=true", "STAGESUB_ACME_RFC2136_SERVER=127.0.0.1:53",
+		"STAGESUB_ACME_RFC2136_KEY_NAME=k", "STAGESUB_ACME_RFC2136_KEY_SECRET=c2VjcmV0"}); err != nil {
+		t.Fatal(err)
+	}
+	if m.NewCertSource == nil {
+		t.Error("NewCertSource not wired for acme")
 	}
 }

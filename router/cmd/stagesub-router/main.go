@@ -30,7 +30,9 @@ import (
 	"stagesub.dev/registry"
 	"stagesub.dev/registry/consul"
 	"stagesub.dev/router"
+	"stagesub.dev/router/acme"
 	"stagesub.dev/router/certs"
+	"stagesub.dev/router/logbuf"
 	"stagesub.dev/router/metrics"
 	"stagesub.dev/router/proxy"
 	"stagesub.dev/router/route"
@@ -68,23 +70,27 @@ type Main struct {
 	Config Config
 	Stdout io.Writer // access log; default os.Stdout
 	Stderr io.Writer // process log; default os.Stderr
-	// NewCertSource builds the CertSource for TLS mode acme (wired by main to
-	// stagesub.dev/router/acme); a returned io.Closer is closed by Close.
+	// NewCertSource builds the CertSource for TLS mode acme; Load sets it to
+	// stagesub.dev/router/acme (configured by its STAGESUB_ACME_* variables)
+	// unless it is already set. A returned io.Closer is closed by Close.
 	NewCertSource func(ctx context.Context, e CertEnv) (router.CertSource, error)
 
-	log      *slog.Logger
-	tables   *route.Holder
-	metrics  *metrics.Metrics
-	handler  *proxy.Handler
-	watcher  *consul.Watcher
-	certs    router.CertSource
-	servers  []*http.Server
-	addrs    map[string]string
-	cancel   context.CancelFunc
-	bg       sync.WaitGroup
-	draining atomic.Bool
-	dereg    atomic.Pointer[func(context.Context) error]
-	caPath   string
+	log       *slog.Logger
+	tables    *route.Holder
+	metrics   *metrics.Metrics
+	handler   *proxy.Handler
+	watcher   *consul.Watcher
+	certs     router.CertSource
+	servers   []*http.Server
+	addrs     map[string]string
+	cancel    context.CancelFunc
+	bg        sync.WaitGroup
+	draining  atomic.Bool
+	dereg     atomic.Pointer[func(context.Context) error]
+	caPath    string
+	accessBuf *logbuf.Writer
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // NewMain returns a Main writing to the process's stdout and stderr.
@@ -97,6 +103,19 @@ func (m *Main) Load(args, environ []string) error {
 		return err
 	}
 	m.Config = c
+	if c.TLSMode == router.TLSACME && m.NewCertSource == nil {
+		ac, err := acme.Load(environ)
+		if err != nil {
+			return fmt.Errorf("stagesub-router: %w", err)
+		}
+		m.NewCertSource = func(ctx context.Context, e CertEnv) (router.CertSource, error) {
+			mgr, err := acme.New(ctx, ac, acme.Options{Base: e.Base, Allowed: e.Allowed, Consul: e.Consul, Logger: e.Logger})
+			if err != nil {
+				return nil, err
+			}
+			return mgr, nil
+		}
+	}
 	return nil
 }
 
@@ -108,9 +127,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	_ = level.UnmarshalText([]byte(c.LogLevel))
 	m.log = slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, m.cancel = context.WithCancel(ctx)
+	var opened []net.Listener
 	defer func() {
 		if err != nil {
 			m.cancel()
+			for _, ln := range opened {
+				ln.Close()
+			}
 		}
 	}()
 
@@ -131,7 +154,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	var access *slog.Logger
 	if c.AccessLog {
-		access = slog.New(slog.NewJSONHandler(m.Stdout, nil))
+		// Buffered like nginx's access_log buffer=: at most 64 KiB or 200 ms late.
+		m.accessBuf = logbuf.New(m.Stdout, 64<<10, 200*time.Millisecond)
+		access = slog.New(slog.NewJSONHandler(m.accessBuf, nil))
 	}
 	m.handler = proxy.New(proxy.Config{
 		Tables: m.tables, Metrics: m.metrics, Logger: m.log, AccessLog: access,
@@ -158,6 +183,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("stagesub-router: listen https: %w", err)
 		}
+		opened = append(opened, ln)
 		m.addrs["https"] = ln.Addr().String()
 		_, port, _ := net.SplitHostPort(m.addrs["https"])
 		httpHandler = m.certs.HTTPHandler(m.handler.RedirectToHTTPS(port))
@@ -176,6 +202,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("stagesub-router: listen http: %w", err)
 	}
+	opened = append(opened, ln)
 	m.addrs["http"] = ln.Addr().String()
 	srv := newServer(httpHandler)
 	if m.certs == nil {
@@ -190,6 +217,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("stagesub-router: listen admin: %w", err)
 	}
+	opened = append(opened, aln)
 	m.addrs["admin"] = aln.Addr().String()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", m.healthz)
@@ -272,6 +300,11 @@ func (m *Main) publish(s *registry.Snapshot) {
 	}
 	m.tables.Store(t)
 	m.metrics.SetRoutes(t.States())
+	for _, slug := range prev.Tenants() {
+		if _, ok := slices.BinarySearch(t.Tenants(), slug); !ok {
+			m.metrics.ForgetTenant(slug)
+		}
+	}
 	m.metrics.Generation.Set(float64(t.Generation))
 	if !slices.Equal(t.Problems, prev.Problems) {
 		for _, p := range t.Problems {
@@ -329,7 +362,13 @@ func (m *Main) healthz(w http.ResponseWriter, r *http.Request) {
 // waits up to DrainTimeout for requests in flight, then stops the watcher.
 // A routing change never touches open connections; WebSockets (hijacked)
 // end when the process exits.
+// Close is safe to call more than once; later calls return the first result.
 func (m *Main) Close() error {
+	m.closeOnce.Do(func() { m.closeErr = m.close() })
+	return m.closeErr
+}
+
+func (m *Main) close() error {
 	if m.cancel == nil {
 		return nil
 	}
@@ -356,6 +395,9 @@ func (m *Main) Close() error {
 	m.handler.CloseIdleConnections()
 	if cl, ok := m.certs.(io.Closer); ok {
 		errs = append(errs, cl.Close())
+	}
+	if m.accessBuf != nil {
+		errs = append(errs, m.accessBuf.Close())
 	}
 	m.log.Info("stagesub-router stopped")
 	return errors.Join(errs...)

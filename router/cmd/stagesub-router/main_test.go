@@ -77,8 +77,14 @@ func (f *fleetKit) register(tb testing.TB, slug, addr string) func() {
 // startRouter runs the router in-process against f on free loopback ports.
 func startRouter(tb testing.TB, f *fleetKit, env ...string) *main.Main {
 	tb.Helper()
+	return startRouterOut(tb, f, io.Discard, env...)
+}
+
+// startRouterOut is startRouter with the access log going to stdout.
+func startRouterOut(tb testing.TB, f *fleetKit, stdout io.Writer, env ...string) *main.Main {
+	tb.Helper()
 	m := main.NewMain()
-	m.Stdout, m.Stderr = io.Discard, io.Discard
+	m.Stdout, m.Stderr = stdout, io.Discard
 	if testing.Verbose() {
 		m.Stderr = os.Stderr
 	}

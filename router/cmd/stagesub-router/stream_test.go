@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -127,7 +128,8 @@ func TestGracefulDrain(t *testing.T) {
 	up := startUpstream(t, "g1")
 	f.tenant(t, "goteborg", registry.StatusActive)
 	f.register(t, "goteborg", up.Addr)
-	m := startRouter(t, f, "STAGESUB_TLS_MODE=off")
+	var access bytes.Buffer // written by the router's flusher; read after Close
+	m := startRouterOut(t, f, &access, "STAGESUB_TLS_MODE=off")
 	waitFor(t, 5*time.Second, "instance", func() bool {
 		return len(m.Tables().Load().Lookup("goteborg.stagesub.test").Backends) == 1
 	})
@@ -156,6 +158,10 @@ func TestGracefulDrain(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", m.Addr("http"), time.Second); err == nil {
 		t.Error("router still accepts connections after Close")
+	}
+	// Close flushed the buffered access log: the drained request is in it.
+	if !strings.Contains(access.String(), `"path":"/slow","proto":"HTTP/1.1","status":200`) {
+		t.Errorf("access log lacks the drained request:\n%s", access.String())
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"stagesub.dev/deploy/doctor"
 	"stagesub.dev/registry"
@@ -59,7 +60,7 @@ func runDoctor(ctx context.Context, m *Main, args []string) error {
 			slugs = append(slugs, t.Slug)
 		}
 		for k := range invalid {
-			if s := k[len(registry.KeyPrefix):]; len(k) > len(registry.KeyPrefix) {
+			if s := strings.TrimPrefix(k, registry.KeyPrefix); s != "" {
 				slugs = append(slugs, s)
 			}
 		}

@@ -3,12 +3,15 @@ package ctl_test
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
 
 	"stagesub.dev/deploy/doctor"
+	"stagesub.dev/registry"
 )
 
 func TestDoctorCLI(t *testing.T) {
@@ -28,13 +31,24 @@ func TestDoctorCLI(t *testing.T) {
 	}
 	contains(t, "doctor nosuch", out, "✗ record", "no tenant record", "tenant create nosuch")
 
+	// A record that does not decode is checked too, under --all.
+	if _, err := f.consul.Client(t).KV().Put(&api.KVPair{Key: registry.Key("broken"), Value: []byte("{not json")}, nil); err != nil {
+		t.Fatal(err)
+	}
 	_, out, _ = f.run(t, "doctor", "--all", "--json")
 	var reps []doctor.Report
 	if err := json.Unmarshal([]byte(out), &reps); err != nil {
 		t.Fatalf("doctor --all --json: %v\n%s", err, out)
 	}
-	if len(reps) != 1 || strings.Join(reps[0].Failed(), ",") != "instances" {
-		t.Errorf("doctor --all --json = %+v", reps)
+	failed := map[string]string{}
+	for _, r := range reps {
+		failed[r.Slug] = strings.Join(r.Failed(), ",")
+	}
+	if want := map[string]string{"sick": "instances", "broken": "record,database,instances"}; !reflect.DeepEqual(failed, want) {
+		t.Errorf("doctor --all failures = %v, want %v", failed, want)
+	}
+	if got := reps[0].Get(doctor.CheckRecord).Detail; reps[0].Slug == "broken" && !strings.Contains(got, "invalid") {
+		t.Errorf("broken record detail = %q", got)
 	}
 	if code, _, _ := f.run(t, "doctor"); code != 2 {
 		t.Errorf("doctor without args: exit %d, want 2", code)
