@@ -59,7 +59,12 @@ type Stats struct {
 // Watcher follows the whole fleet in Consul with three blocking-query loops
 // (the tenant records under registry.KeyPrefix, and the health of
 // registry.ServiceApp and registry.ServiceAdmin, all instances) and publishes
-// an immutable *registry.Snapshot whenever one of them changes.
+// an immutable *registry.Snapshot whenever what it holds changes (an answer
+// that differs only in fields the snapshot does not keep, such as a check's
+// output, publishes nothing). Changes that arrive while a snapshot is being
+// built or delivered are coalesced into the next one; a single change is
+// never delayed. A tenant whose instances did not change keeps the same
+// Instances slice from one snapshot to the next.
 //
 // Errors never reach the snapshot: a failed query is retried with jittered
 // exponential backoff and the last good snapshot stays published, with its
@@ -354,7 +359,8 @@ func nextIndex(prev, got uint64) (next uint64, changed, reset bool) {
 	return max(got, 1), true, false
 }
 
-// apply stores a changed answer and wakes the builder.
+// apply stores a changed answer and wakes the builder, unless the answer
+// leaves the snapshot's contents as they are.
 func (w *Watcher) apply(src source, r result) {
 	switch src {
 	case sourceKV:
@@ -373,9 +379,15 @@ func (w *Watcher) apply(src source, r result) {
 			w.log.Warn("app instances without tenant meta are ignored", "service", registry.ServiceApp, "meta_key", registry.MetaTenant, "count", skipped)
 		}
 		w.mu.Lock()
-		w.parts.apps = apps
-		w.parts.have[src] = true
+		same := w.parts.have[src] && reuseUnchanged(apps, w.parts.apps)
+		if !same {
+			w.parts.apps = apps
+			w.parts.have[src] = true
+		}
 		w.mu.Unlock()
+		if same {
+			return // e.g. only a check's output changed: no new snapshot
+		}
 	case sourceAdmin:
 		admins := make([]registry.Instance, 0, len(r.entries))
 		for i := range r.entries {
@@ -383,9 +395,15 @@ func (w *Watcher) apply(src source, r result) {
 		}
 		sortInstances(admins)
 		w.mu.Lock()
-		w.parts.admins = admins
-		w.parts.have[src] = true
+		same := w.parts.have[src] && slices.Equal(admins, w.parts.admins)
+		if !same {
+			w.parts.admins = admins
+			w.parts.have[src] = true
+		}
 		w.mu.Unlock()
+		if same {
+			return
+		}
 	}
 	select {
 	case w.kick <- struct{}{}:
@@ -455,6 +473,23 @@ func groupByTenant(entries []healthEntry) (map[string][]registry.Instance, int) 
 		sortInstances(is)
 	}
 	return apps, skipped
+}
+
+// reuseUnchanged replaces each group in next that equals the group of the
+// same tenant in prev by prev's slice, so that snapshots share the slices of
+// tenants whose instances did not change (consumers may compare them by
+// identity to skip work). It reports whether next and prev hold the same
+// instances. prev is not modified; both are sorted by groupByTenant.
+func reuseUnchanged(next, prev map[string][]registry.Instance) bool {
+	same := len(next) == len(prev)
+	for slug, is := range next {
+		if old, ok := prev[slug]; ok && slices.Equal(old, is) {
+			next[slug] = old
+			continue
+		}
+		same = false
+	}
+	return same
 }
 
 func toInstance(service, tenant string, e *healthEntry) registry.Instance {
