@@ -81,3 +81,44 @@ func TestFiles_ErrMissing(t *testing.T) {
 		t.Error("got nil error for missing files")
 	}
 }
+
+// TestInternal_SingleLabelBase checks that under a one-label base such as the
+// dev stack's "localhost" every direct child gets a certificate naming it
+// exactly: curl and Chromium reject a *.localhost wildcard.
+func TestInternal_SingleLabelBase(t *testing.T) {
+	ca, err := certs.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := certs.NewInternal(ca, "localhost", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := in.TLSConfig()
+	for _, tt := range []struct {
+		sni  string
+		want string // a DNS name the leaf must list exactly
+	}{
+		{"goteborg.localhost", "goteborg.localhost"},
+		{"Admin.localhost.", "admin.localhost"},
+		{"localhost", "localhost"},
+		{"a.b.localhost", "localhost"}, // deeper names get the main certificate
+	} {
+		c, err := cfg.GetCertificate(&tls.ClientHelloInfo{ServerName: tt.sni})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, n := range c.Leaf.DNSNames {
+			found = found || n == tt.want
+		}
+		if !found {
+			t.Errorf("%s: DNSNames = %v, want it to list %q", tt.sni, c.Leaf.DNSNames, tt.want)
+		}
+	}
+	c1, _ := cfg.GetCertificate(&tls.ClientHelloInfo{ServerName: "malmo.localhost"})
+	c2, _ := cfg.GetCertificate(&tls.ClientHelloInfo{ServerName: "malmo.localhost"})
+	if c1 != c2 {
+		t.Error("per-name certificate not cached")
+	}
+}

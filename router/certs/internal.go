@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,7 +166,9 @@ func (ca *CA) Issue(names ...string) (*tls.Certificate, error) {
 
 // Internal serves certificates from a local CA: one for the base domain, its
 // wildcard, admin and www (plus 127.0.0.1), made at start, and one per
-// custom domain that allowed accepts, issued on first use and cached.
+// custom domain that allowed accepts, issued on first use and cached. When the
+// base domain is a single label (the dev stack's "localhost"), each direct
+// child name also gets its own certificate, because clients reject *.localhost.
 type Internal struct {
 	ca      *CA
 	base    string
@@ -201,9 +204,24 @@ func (in *Internal) TLSConfig() *tls.Config {
 // HTTPHandler returns next unchanged.
 func (in *Internal) HTTPHandler(next http.Handler) http.Handler { return next }
 
+// maxIssued bounds the per-name certificates kept in memory; past it the
+// cache starts afresh (names are re-issued on their next handshake).
+const maxIssued = 10000
+
 func (in *Internal) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := route.CanonicalHost(hello.ServerName)
-	if name == "" || name == in.base || hasSuffixLabel(name, in.base) || !in.allowed(name) {
+	switch {
+	case name == "" || name == in.base:
+		return in.main, nil
+	case hasSuffixLabel(name, in.base):
+		// TLS clients such as curl and Chromium refuse a wildcard whose
+		// suffix is a single label (*.localhost), so for a one-label base
+		// each direct child gets its own certificate. Deeper names are
+		// served the main certificate and fail verification, as they should.
+		if strings.Contains(in.base, ".") || strings.Contains(name[:len(name)-len(in.base)-1], ".") {
+			return in.main, nil
+		}
+	case !in.allowed(name):
 		return in.main, nil
 	}
 	in.mu.Lock()
@@ -214,6 +232,9 @@ func (in *Internal) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	c, err := in.ca.Issue(name)
 	if err != nil {
 		return nil, err
+	}
+	if len(in.custom) >= maxIssued {
+		in.custom = map[string]*tls.Certificate{}
 	}
 	in.custom[name] = c
 	return c, nil
