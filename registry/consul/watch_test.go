@@ -453,3 +453,57 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestWatcher_SharesUnchangedTenantsAndSkipsNoOps checks that a change of
+// one tenant's instances leaves the other tenants' Instances slices shared
+// with the previous snapshot, and that a Consul change the snapshot does not
+// reflect (a check's output) publishes no snapshot.
+func TestWatcher_SharesUnchangedTenantsAndSkipsNoOps(t *testing.T) {
+	_, c := MustStart(t)
+	register := func(id, tenant string) {
+		t.Helper()
+		if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+			ID: id, Name: registry.ServiceApp, Meta: map[string]string{registry.MetaTenant: tenant},
+			Check: &api.AgentServiceCheck{CheckID: "check:" + id, TTL: "1h", Status: api.HealthPassing},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("a-1", "a")
+	register("b-1", "b")
+	var rec Recorder
+	w := MustRunWatcher(t, c, consul.WatchOptions{OnSnapshot: rec.Add, WaitTime: 2 * time.Second})
+	WaitFor(t, "both tenants passing", func() bool {
+		s := w.Snapshot()
+		return len(s.Passing("a")) == 1 && len(s.Passing("b")) == 1
+	})
+	before := w.Snapshot()
+
+	// Only the output of a's check changes: Consul's answer changes, the
+	// snapshot would not.
+	queries := w.Stats().Queries
+	if err := c.Agent().UpdateTTL("check:a-1", "still fine", api.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, "the watcher to read the new answer", func() bool { return w.Stats().Queries > queries })
+	time.Sleep(200 * time.Millisecond)
+	if got := w.Snapshot(); got != before {
+		t.Fatalf("a check output change published generation %d after %d", got.Generation, before.Generation)
+	}
+
+	register("b-2", "b")
+	WaitFor(t, "second instance of b", func() bool { return len(w.Snapshot().Instances["b"]) == 2 })
+	after := w.Snapshot()
+	if after.Generation != before.Generation+1 {
+		t.Errorf("generation %d after %d: want exactly one new snapshot", after.Generation, before.Generation)
+	}
+	if &after.Instances["a"][0] != &before.Instances["a"][0] {
+		t.Errorf("tenant a's instances were rebuilt although they did not change")
+	}
+	if got := after.Instances["a"]; len(got) != 1 || got[0].ID != "a-1" {
+		t.Errorf("tenant a's instances = %+v, want a-1", got)
+	}
+	if &after.Instances["b"][0] == &before.Instances["b"][0] || len(before.Instances["b"]) != 1 {
+		t.Errorf("tenant b's instances were shared with the snapshot before they changed")
+	}
+}
