@@ -72,7 +72,11 @@ type state struct {
 	svcCount    map[string]int
 	// entryJSON caches the encoded /v1/health/service entry of each
 	// instance (see encodedEntry for when one is valid). deleteService and
-	// deleteNode drop the entries of what they remove.
+	// deleteNode drop the entries of what they remove. It relies on this
+	// invariant of the primitives below: a stored node, service or check is
+	// either replaced by a new object or, when changed in place (a check's
+	// service name and tags in ensureService), given the write's new
+	// ModifyIndex.
 	entryJSON map[entryKey]*encodedEntry
 
 	// lockDelay holds keys in a lock-delay window (leader memory only).
