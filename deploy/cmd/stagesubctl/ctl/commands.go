@@ -36,6 +36,8 @@ func init() {
 		{"restore", "restore <slug> --from FILE --identity KEYFILE [--into NEW_SLUG] [--force] [--drop-old]", "restore a backup into a fresh database and switch the tenant to it", runRestore},
 		{"doctor", "doctor <slug>... | --all [--json]", "check DNS, record, database, instances, router and certificate of tenants", runDoctor},
 		{"import-shared", "import-shared --from DSN --tenant-column COL --map ID=slug,... [--schema S] [--dry-run]", "split a legacy shared database into tenant databases (resumable)", runImportShared},
+		{"nomad app-job", "nomad app-job <slug> [--variable] [--count N] [--bin-dir D] [--consul-addr A]", "print the Nomad job (or, with --variable, the Nomad Variable) of a tenant's app", runNomadAppJob},
+		{"prometheus-sd", "prometheus-sd [--listen ADDR]", "serve Prometheus HTTP service discovery from Consul", runPrometheusSD},
 		{"dev", "dev [args]", "run the whole stack on this machine", runDev},
 	}
 }
