@@ -79,7 +79,7 @@ type Handler struct {
 	rendered atomic.Pointer[renderedRows] // rows of the last rendered report
 }
 
-//go:embed templates/*.html
+//go:embed templates/*.html static/favicon.svg
 var templateFS embed.FS
 
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
@@ -130,6 +130,7 @@ func New(o Options) (*Handler, error) {
 	}
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /metrics", h.metrics)
+	h.mux.HandleFunc("GET /favicon.ico", favicon)
 	h.mux.HandleFunc("GET /login", h.loginForm)
 	h.mux.HandleFunc("POST /login", h.login)
 	h.mux.HandleFunc("POST /logout", h.requireSession(h.logout))
@@ -145,8 +146,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "same-origin")
 	hd.Set("X-Frame-Options", "DENY")
-	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	hd.Set("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.mux.ServeHTTP(w, r)
+}
+
+// favicon serves the site icon without a login, so browsers asking for
+// /favicon.ico get an icon rather than a redirect or a 404.
+func favicon(w http.ResponseWriter, r *http.Request) {
+	b, _ := templateFS.ReadFile("static/favicon.svg")
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Header().Set("Cache-Control", "public, max-age=86400")
+	w.Write(b)
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {

@@ -181,6 +181,7 @@ func TestNoSession(t *testing.T) {
 		{"POST", "/logout", nethttp.StatusUnauthorized, ""},
 		{"GET", "/healthz", nethttp.StatusOK, ""},
 		{"GET", "/metrics", nethttp.StatusOK, ""},
+		{"GET", "/favicon.ico", nethttp.StatusOK, ""},
 		{"GET", "/nope", nethttp.StatusNotFound, ""},
 	}
 	for _, tt := range tests {

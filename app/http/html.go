@@ -16,7 +16,7 @@ import (
 	"stagesub.dev/app"
 )
 
-//go:embed templates/*.html static/style.css
+//go:embed templates/*.html static/style.css static/favicon.svg
 var assets embed.FS
 
 // Cookie names.
@@ -59,6 +59,15 @@ func parsePages() (*pages, error) {
 		p.byName[strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")] = t
 	}
 	return p, nil
+}
+
+// handleFavicon serves the site icon (SVG), public like the stylesheet, so
+// browsers asking for /favicon.ico get an icon rather than a 404.
+func handleFavicon(w http.ResponseWriter, r *http.Request) {
+	b, _ := assets.ReadFile("static/favicon.svg")
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Header().Set("Cache-Control", "public, max-age=86400")
+	w.Write(b)
 }
 
 func handleCSS(w http.ResponseWriter, r *http.Request) {

@@ -385,3 +385,17 @@ func TestRequestFlow(t *testing.T) {
 		}
 	})
 }
+
+func TestFavicon(t *testing.T) {
+	e := MustEnv(t)
+	res := e.Browser().Get("/favicon.ico")
+	if got, want := res.Status, http.StatusOK; got != want {
+		t.Fatalf("status = %d, want %d", got, want)
+	}
+	if got, want := res.Header.Get("Content-Type"), "image/svg+xml"; got != want {
+		t.Errorf("Content-Type = %q, want %q", got, want)
+	}
+	if !strings.HasPrefix(res.Body, "<svg") {
+		t.Errorf("body is not an SVG: %.40q", res.Body)
+	}
+}

@@ -113,6 +113,7 @@ func (s *Server) routes() {
 		m.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
 	m.HandleFunc("GET /static/style.css", handleCSS)
+	m.HandleFunc("GET /favicon.ico", handleFavicon)
 
 	// HTML for staff.
 	m.HandleFunc("GET /login", s.anon(s.handleLoginForm))

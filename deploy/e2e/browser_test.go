@@ -135,12 +135,6 @@ func (s *system) testBrowser(t *testing.T, chromium string) {
 	checkErrors := func(t *testing.T, page string) {
 		t.Helper()
 		for _, e := range errs.take() {
-			// Chromium asks every site for /favicon.ico on its own; a 404
-			// there is not an error of the page.
-			if strings.Contains(e, "status of 404") && strings.HasSuffix(e, "/favicon.ico") {
-				t.Logf("%s: ignored: %s", page, e)
-				continue
-			}
 			t.Errorf("%s: browser error: %s", page, e)
 		}
 	}
