@@ -18,6 +18,17 @@
 //     (Content-Length at most RetryBodyLimit); a streamed body is only
 //     re-sent when no byte of it was read, i.e. after a dial error.
 //
+// Never reached: when every attempt of a request failed before reaching an
+// upstream (a dial error: refused, unreachable, dial timeout, possibly on an
+// ejected instance tried as a last resort), the upstream never saw the
+// request, so the route is treated like one without a passing instance (a
+// registry that still lists a dead instance as passing is just late): the
+// request waits for a table in which its route has an instance it has not
+// tried, at most NoInstanceWait and at most once per request, is retried
+// there within MaxAttempts, and otherwise gets the 503 no-instance page with
+// Retry-After, counted as reason no_instance. Only a failure after the
+// request may have reached an upstream gives 502 (or 504 on a timeout).
+//
 // Host rule: the request's authority is r.Host as net/http sets it: for an
 // absolute-form request line ("GET http://a.example/ HTTP/1.1") the URI's
 // authority wins and the Host header is ignored (RFC 9112 §3.2.2); for HTTP/2
@@ -39,6 +50,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -182,6 +194,13 @@ type reqState struct {
 	upstream  *route.Backend
 	upgraded  bool
 	failure   string // last upstream error reason
+	// reached is set once an attempt may have reached an upstream (any
+	// failure other than a dial error). Invariant: while it is false and
+	// upstream is nil, no upstream has seen any byte of the request.
+	reached bool
+	// waited is set once the request has waited for an instance to appear
+	// (NoInstanceWait); a request waits at most once.
+	waited bool
 }
 
 // ServeHTTP routes and answers one request.
@@ -218,7 +237,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(rt.Backends) == 0 && h.c.NoInstanceWait > 0 {
-		rt = h.waitForBackends(r.Context(), r.Host, rt, changed)
+		st.waited = true
+		rt = h.waitForBackends(r.Context(), r.Host, rt, changed, nil)
 		st.route = rt
 		if rt.Kind == route.KindUnknown { // removed while we waited
 			pageUnknown.write(rw, st.requestID)
@@ -230,9 +250,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(rt.Backends) == 0 {
-		st.failure = metrics.ReasonNoInstance
-		h.c.Metrics.UpstreamErrors.WithLabelValues(rt.Label, metrics.ReasonNoInstance).Inc()
-		pageNoInstance(h.c.NoInstanceRetryAfter).write(rw, st.requestID)
+		h.noInstance(rw, st)
 		return
 	}
 
@@ -281,12 +299,22 @@ func (h *Handler) statusPage(rt *route.Route) (page, bool) {
 	return pageProvisioning(h.c.MaintenanceRetry), true
 }
 
+// noInstance answers the 503 no-instance page with Retry-After and counts
+// it as upstream error reason no_instance.
+func (h *Handler) noInstance(w http.ResponseWriter, st *reqState) {
+	st.failure = metrics.ReasonNoInstance
+	h.c.Metrics.UpstreamErrors.WithLabelValues(st.route.Label, metrics.ReasonNoInstance).Inc()
+	pageNoInstance(h.c.NoInstanceRetryAfter).write(w, st.requestID)
+}
+
 // waitForBackends waits up to NoInstanceWait for a table in which host's
-// route has backends (smoothing restarts) and returns the latest route.
-func (h *Handler) waitForBackends(ctx context.Context, host string, rt *route.Route, changed <-chan struct{}) *route.Route {
+// route has a backend not in tried (smoothing restarts) and returns the
+// latest route. It returns early when the route is no longer proxied or ctx
+// ends. changed must have been read before rt was looked up.
+func (h *Handler) waitForBackends(ctx context.Context, host string, rt *route.Route, changed <-chan struct{}, tried []*route.Backend) *route.Route {
 	timer := time.NewTimer(h.c.NoInstanceWait)
 	defer timer.Stop()
-	for len(rt.Backends) == 0 && rt.Proxied() {
+	for !hasUntried(rt, tried) && rt.Proxied() {
 		select {
 		case <-changed:
 		case <-timer.C:
@@ -298,6 +326,18 @@ func (h *Handler) waitForBackends(ctx context.Context, host string, rt *route.Ro
 		rt = h.c.Tables.Load().Lookup(host)
 	}
 	return rt
+}
+
+// hasUntried reports whether rt has a backend not in tried. Backends are
+// compared by identity, which a new Table keeps for an instance still
+// registered with the same address.
+func hasUntried(rt *route.Route, tried []*route.Backend) bool {
+	for _, b := range rt.Backends {
+		if !slices.Contains(tried, b) {
+			return true
+		}
+	}
+	return false
 }
 
 // rewrite builds the upstream request: headers only; the balancer picks the
@@ -359,11 +399,20 @@ func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var lastErr error = errNoBackend
 	for attempt := 0; attempt < h.c.MaxAttempts; attempt++ {
-		now := time.Now()
-		be := st.route.Pick(now.UnixNano(), st.tried)
+		be := st.route.Pick(time.Now().UnixNano(), st.tried)
+		if be == nil && attempt > 0 && !st.reached && !st.waited && h.c.NoInstanceWait > 0 {
+			// Every instance failed before the request reached it: wait,
+			// like for a route without instances, for one to appear.
+			be = h.awaitInstance(req, st)
+		}
 		if be == nil {
 			break
 		}
+		if attempt > 0 {
+			st.retries++
+			h.c.Metrics.Retries.WithLabelValues(st.route.Label).Inc()
+		}
+		now := time.Now()
 		st.tried = append(st.tried, be)
 		out := *req
 		u := *req.URL
@@ -395,6 +444,9 @@ func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		reason, dial := classify(err)
 		st.failure = reason
+		if !dial {
+			st.reached = true
+		}
 		label := st.route.Label
 		h.c.Metrics.UpstreamErrors.WithLabelValues(label, reason).Inc()
 		if reason == metrics.ReasonRefused || reason == metrics.ReasonTimeout {
@@ -406,12 +458,28 @@ func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !replayable || !(dial || idempotent(req.Method)) {
 			break
 		}
-		if attempt+1 < h.c.MaxAttempts && len(st.tried) < len(st.route.Backends) {
-			st.retries++
-			h.c.Metrics.Retries.WithLabelValues(label).Inc()
-		}
 	}
 	return nil, lastErr
+}
+
+// awaitInstance waits (once per request, at most NoInstanceWait) for a table
+// in which the request's host still routes to the same tenant (or the admin)
+// and has a backend the request has not tried; it switches st.route to that
+// route and returns its pick, or returns nil. The route must stay the same
+// tenant: the upstream request already carries X-StageSub-Tenant.
+func (h *Handler) awaitInstance(req *http.Request, st *reqState) *route.Backend {
+	st.waited = true
+	changed := h.c.Tables.Changed()
+	rt := h.c.Tables.Load().Lookup(req.Host)
+	rt = h.waitForBackends(req.Context(), req.Host, rt, changed, st.tried)
+	if rt.Kind != st.route.Kind || rt.Tenant != st.route.Tenant || !rt.Proxied() || req.Context().Err() != nil {
+		return nil
+	}
+	be := rt.Pick(time.Now().UnixNano(), st.tried)
+	if be != nil {
+		st.route = rt
+	}
+	return be
 }
 
 // classify names an upstream error and reports whether it happened before a
@@ -454,9 +522,13 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		h.log.Warn("upstream failed after response started", "tenant", st.route.Label, "err", err)
 		return
 	}
+	if st.upstream == nil && !st.reached {
+		// No upstream ever saw the request: as if there were no instance.
+		h.noInstance(w, st)
+		h.log.Warn("no instance reachable", "tenant", st.route.Label, "attempts", len(st.tried), "err", err)
+		return
+	}
 	switch {
-	case errors.Is(err, errNoBackend) && st.upstream == nil && len(st.tried) == 0:
-		pageNoInstance(h.c.NoInstanceRetryAfter).write(w, st.requestID)
 	case st.failure == metrics.ReasonTimeout:
 		pageGatewayTime.write(w, st.requestID)
 	default:
