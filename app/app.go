@@ -10,6 +10,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -82,6 +83,45 @@ type UserService interface {
 	CreateAPIToken(ctx context.Context, u *User, name string) (string, error)
 	// FindUserByAPIToken returns the active user of token; EUNAUTHORIZED if none.
 	FindUserByAPIToken(ctx context.Context, token string) (*User, error)
+	// ChangePassword sets a new password for the user in ctx after checking
+	// the current one (EINVALID with field "current" when wrong) and ends
+	// every other session of that user; the session of keepSession (the
+	// caller's own cookie token) stays.
+	ChangePassword(ctx context.Context, in PasswordChange, keepSession string) error
+	// FindUsers lists every staff user by email; admins only (EFORBIDDEN).
+	FindUsers(ctx context.Context) ([]*User, error)
+}
+
+// Bounds of a password chosen by a user (in bytes). Older or generated
+// passwords may be shorter; these apply when a user sets one.
+const (
+	MinPasswordLength = 12
+	MaxPasswordLength = 1024
+)
+
+// PasswordChange is a user's request to replace their password.
+type PasswordChange struct {
+	Current string // the password now
+	New     string
+	Confirm string // New typed again
+}
+
+// Validate returns an EINVALID *Error with a message per bad field, or nil.
+// It does not check Current against the stored hash.
+func (in *PasswordChange) Validate() error {
+	v := NewValidator()
+	if in.Current == "" {
+		v.Set("current", "is required")
+	}
+	switch {
+	case len(in.New) < MinPasswordLength || len(in.New) > MaxPasswordLength:
+		v.Set("new", fmt.Sprintf("must be %d to %d characters", MinPasswordLength, MaxPasswordLength))
+	case in.New == in.Current:
+		v.Set("new", "must differ from the current password")
+	case in.Confirm != in.New:
+		v.Set("confirm", "does not match the new password")
+	}
+	return v.Err()
 }
 
 // UserInput creates a staff user.

@@ -97,6 +97,10 @@ type DBServer interface {
 	// LockDown revokes every database privilege from PUBLIC and grants
 	// CONNECT to owner and to the stats role.
 	LockDown(ctx context.Context, dbname, owner string) error
+	// LockDownProblems reports, without changing anything, how the
+	// privileges on dbname differ from what LockDown grants (nil when
+	// locked down); a missing database is an error.
+	LockDownProblems(ctx context.Context, dbname, owner string) ([]string, error)
 }
 
 // Locker takes exclusive, best-effort locks across operators (Consul

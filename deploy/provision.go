@@ -318,6 +318,22 @@ func DomainsFree(all []*registry.Tenant, slug string, ds []string) error {
 	return nil
 }
 
+// CheckCustomDomain returns a registry EINVALID error when domain d is the
+// base domain or a name under it: the router maps <label>.<base> to tenant
+// slugs (and admin.<base> to the admin) and never looks such a host up among
+// custom domains, so it would never route. d and base are normalized first;
+// an empty base checks nothing.
+func CheckCustomDomain(d, base string) error {
+	d, base = registry.NormalizeDomain(d), registry.NormalizeDomain(base)
+	if base == "" {
+		return nil
+	}
+	if d == base || strings.HasSuffix(d, "."+base) {
+		return registry.Errorf(registry.EINVALID, "domain %q is under the base domain %q: the router serves <slug>.%s by slug and ignores custom domains there; use a domain outside %s", d, base, base, base)
+	}
+	return nil
+}
+
 // ensureSecret returns the tenant role's password: the one in the tenant's
 // env file when it exists, else a new one, written to the env file before
 // the role gets it.

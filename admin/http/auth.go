@@ -168,7 +168,12 @@ func newLimiter(perClient rate.Limit, burst int, global rate.Limit, globalBurst 
 }
 
 func (l *limiter) allow(client string, now time.Time) bool {
+	return l.clientLimiter(client).AllowN(now, 1) && l.global.AllowN(now, 1)
+}
+
+func (l *limiter) clientLimiter(client string) *rate.Limiter {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	cl := l.clients[client]
 	if cl == nil {
 		if len(l.clients) >= l.max {
@@ -177,8 +182,28 @@ func (l *limiter) allow(client string, now time.Time) bool {
 		cl = rate.NewLimiter(l.perClient, l.burst)
 		l.clients[client] = cl
 	}
-	l.mu.Unlock()
-	return cl.AllowN(now, 1) && l.global.AllowN(now, 1)
+	return cl
+}
+
+// reserve takes one attempt from client's and the global budget before a
+// credential check, or reports false (taking nothing) when either is spent.
+// Calling refund gives the attempt back: callers do so after a successful
+// check, so a monitoring script with the right password is never limited by
+// its own requests, while concurrent wrong guesses each hold an attempt
+// while they are checked (at most the burst run at once).
+func (l *limiter) reserve(client string, now time.Time) (refund func(), ok bool) {
+	cr := l.clientLimiter(client).ReserveN(now, 1)
+	if !cr.OK() || cr.DelayFrom(now) > 0 {
+		cr.CancelAt(now)
+		return nil, false
+	}
+	gr := l.global.ReserveN(now, 1)
+	if !gr.OK() || gr.DelayFrom(now) > 0 {
+		gr.CancelAt(now)
+		cr.CancelAt(now)
+		return nil, false
+	}
+	return func() { gr.CancelAt(now); cr.CancelAt(now) }, true
 }
 
 // clientAddr returns the client's IP: the rightmost X-Forwarded-For entry
@@ -209,4 +234,42 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) string {
 		}
 	}
 	return peer.String()
+}
+
+// revocations holds the nonces of sessions ended by logout, each until its
+// session would have expired anyway; after that the signature check refuses
+// the cookie by itself, so the entry is dropped.
+//
+// Invariants: the set is in memory and per process. With several admin
+// replicas behind the router, a logout revokes the session on the replica
+// that served it only; rotate STAGESUB_SESSION_KEY (or change the password
+// hash) to end every session everywhere. The set is bounded by the number of
+// logins within one session TTL, which the login rate limit caps.
+type revocations struct {
+	mu    sync.Mutex
+	until map[string]time.Time // nonce → session expiry
+}
+
+// add revokes nonce until expires, dropping entries that expired by now.
+func (v *revocations) add(nonce string, expires, now time.Time) {
+	if nonce == "" {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for n, exp := range v.until {
+		if !now.Before(exp) {
+			delete(v.until, n)
+		}
+	}
+	v.until[nonce] = expires
+}
+
+// has reports whether the session with nonce was revoked and has not
+// expired at now.
+func (v *revocations) has(nonce string, now time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	exp, ok := v.until[nonce]
+	return ok && now.Before(exp)
 }

@@ -77,6 +77,7 @@ type Handler struct {
 	mux   *http.ServeMux
 
 	rendered atomic.Pointer[renderedRows] // rows of the last rendered report
+	revoked  *revocations                 // sessions ended by logout in this process
 }
 
 //go:embed templates/*.html static/favicon.svg
@@ -122,11 +123,12 @@ func New(o Options) (*Handler, error) {
 		o.Now = time.Now
 	}
 	h := &Handler{
-		o:     o,
-		keys:  deriveKeys(o.SessionKey, o.PasswordHash),
-		creds: &credentials{user: o.User, hash: o.PasswordHash, key: mac(o.SessionKey, "basic")},
-		limit: newLimiter(o.LoginRate, o.LoginBurst, rate.Limit(1), 30),
-		mux:   http.NewServeMux(),
+		o:       o,
+		keys:    deriveKeys(o.SessionKey, o.PasswordHash),
+		creds:   &credentials{user: o.User, hash: o.PasswordHash, key: mac(o.SessionKey, "basic")},
+		limit:   newLimiter(o.LoginRate, o.LoginBurst, rate.Limit(1), 30),
+		mux:     http.NewServeMux(),
+		revoked: &revocations{until: map[string]time.Time{}},
 	}
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /metrics", h.metrics)
@@ -186,8 +188,9 @@ func (h *Handler) session(r *http.Request) (session, bool) {
 	if err != nil {
 		return session{}, false
 	}
-	s, ok := h.keys.decodeSession(c.Value, h.o.Now())
-	if !ok || subtle.ConstantTimeCompare([]byte(s.user), []byte(h.o.User)) != 1 {
+	now := h.o.Now()
+	s, ok := h.keys.decodeSession(c.Value, now)
+	if !ok || subtle.ConstantTimeCompare([]byte(s.user), []byte(h.o.User)) != 1 || h.revoked.has(s.nonce, now) {
 		return session{}, false
 	}
 	return s, true
@@ -293,7 +296,12 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
 }
 
+// logout revokes the session in this process (a copy of the cookie taken
+// before logout is refused afterwards) and clears the cookie.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	s := sessionFrom(r)
+	h.revoked.add(s.nonce, s.expires, h.o.Now())
+	h.o.Logger.Info("logout", "client", clientAddr(r, h.o.TrustedProxies))
 	h.setCookie(w, SessionCookie, "", -1)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
@@ -318,17 +326,24 @@ func (h *Handler) apiStats(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "login required", http.StatusUnauthorized)
 			return
 		}
+		// The limiter comes first: a limited client gets 429 whatever it
+		// sends, and no password hash is computed for it.
 		client := clientAddr(r, h.o.TrustedProxies)
+		now := h.o.Now()
+		refund, ok := h.limit.reserve(client, now)
+		if !ok {
+			h.o.Logger.Warn("basic auth rate limited", "client", client)
+			w.Header().Set("Retry-After", "60")
+			http.Error(w, "too many attempts", http.StatusTooManyRequests)
+			return
+		}
 		if !h.creds.check(user, pw) {
-			if !h.limit.allow(client, h.o.Now()) {
-				w.Header().Set("Retry-After", "60")
-				http.Error(w, "too many attempts", http.StatusTooManyRequests)
-				return
-			}
+			h.o.Logger.Warn("basic auth failed", "client", client)
 			w.Header().Set("WWW-Authenticate", `Basic realm="stagesub-admin", charset="UTF-8"`)
 			http.Error(w, "wrong user name or password", http.StatusUnauthorized)
 			return
 		}
+		refund()
 	}
 	rep := h.o.Stats.Get()
 	v := parseView(r.URL.Query())

@@ -300,6 +300,37 @@ func TestLogin(t *testing.T) {
 			t.Error("session cookie not cleared")
 		}
 	})
+
+	t.Run("LogoutRevokesCapturedCookie", func(t *testing.T) {
+		c := e.client(t)
+		tok := c.login(t)
+		captured := *c.cookies[http.SessionCookie]
+		other := e.client(t) // a second session stays valid
+		other.login(t)
+		if res := c.do("POST", "/logout", url.Values{"csrf_token": {tok}}, nil); res.StatusCode != nethttp.StatusSeeOther {
+			t.Fatalf("logout = %d", res.StatusCode)
+		}
+		c.cookies[http.SessionCookie] = &captured // replay the cookie taken before logout
+		tests := []struct {
+			name     string
+			c        *client
+			method   string
+			target   string
+			form     url.Values
+			wantCode int
+		}{
+			{"DashboardWithCapturedCookie", c, "GET", "/", nil, nethttp.StatusSeeOther},
+			{"APIWithCapturedCookie", c, "GET", "/api/v1/stats", nil, nethttp.StatusUnauthorized},
+			{"RefreshWithCapturedCookie", c, "POST", "/refresh", url.Values{"csrf_token": {tok}}, nethttp.StatusUnauthorized},
+			{"OtherSession", other, "GET", "/", nil, nethttp.StatusOK},
+		}
+		for _, tt := range tests {
+			res := tt.c.do(tt.method, tt.target, tt.form, nil)
+			if got, want := res.StatusCode, tt.wantCode; got != want {
+				t.Errorf("%s: %s %s = %d, want %d", tt.name, tt.method, tt.target, got, want)
+			}
+		}
+	})
 }
 
 func TestCSRF(t *testing.T) {
@@ -388,6 +419,48 @@ func TestLoginRateLimit(t *testing.T) {
 	if got, want := res.StatusCode, nethttp.StatusTooManyRequests; got != want {
 		t.Errorf("basic auth guess after the limit = %d, want %d", got, want)
 	}
+}
+
+// TestBasicAuthRateLimit checks that HTTP Basic auth consults the limiter
+// before the password: once a client has spent its attempts, even the right
+// password gets 429, while right answers themselves spend nothing.
+func TestBasicAuthRateLimit(t *testing.T) {
+	e := MustHandler(t, func(o *http.Options) { o.LoginRate = rate.Every(time.Hour); o.LoginBurst = 3 })
+	basic := func(p string) func(*nethttp.Request) {
+		return func(r *nethttp.Request) { r.SetBasicAuth(user, p) }
+	}
+
+	t.Run("RightPasswordSpendsNothing", func(t *testing.T) {
+		c := e.client(t)
+		for i := range 10 {
+			if got, want := c.do("GET", "/api/v1/stats", nil, basic(pw)).StatusCode, nethttp.StatusOK; got != want {
+				t.Fatalf("call %d = %d, want %d", i, got, want)
+			}
+		}
+	})
+
+	t.Run("LimitedBeforeCheck", func(t *testing.T) {
+		c := e.client(t)
+		tests := []struct {
+			password string
+			want     int
+		}{
+			{"guess-1", nethttp.StatusUnauthorized},
+			{"guess-2", nethttp.StatusUnauthorized},
+			{"guess-3", nethttp.StatusUnauthorized},
+			{"guess-4", nethttp.StatusTooManyRequests},
+			{pw, nethttp.StatusTooManyRequests}, // the right password, too late
+		}
+		for i, tt := range tests {
+			res := c.do("GET", "/api/v1/stats", nil, basic(tt.password))
+			if got := res.StatusCode; got != tt.want {
+				t.Errorf("attempt %d (%s) = %d, want %d", i, tt.password, got, tt.want)
+			}
+			if tt.want == nethttp.StatusTooManyRequests && res.Header.Get("Retry-After") == "" {
+				t.Errorf("attempt %d: 429 without Retry-After", i)
+			}
+		}
+	})
 }
 
 func TestAPIStats(t *testing.T) {

@@ -44,8 +44,9 @@ type env struct {
 }
 
 // MustEnv starts a server for tenant goteborg (base domain stagesub.test)
-// on a fresh migrated database with an admin user.
-func MustEnv(tb testing.TB) *env {
+// on a fresh migrated database with an admin user; mods change the server
+// configuration before it is built.
+func MustEnv(tb testing.TB, mods ...func(*apphttp.Config)) *env {
 	tb.Helper()
 	c := pgtest.Start(tb)
 	url := schematest.NewDB(tb, c, tenant)
@@ -64,11 +65,15 @@ func MustEnv(tb testing.TB) *env {
 	if err := wrapped.Register(postgres.NewPoolCollector(pool)); err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := apphttp.NewServer(apphttp.Config{
+	cfg := apphttp.Config{
 		Tenant: tenant, BaseDomain: baseDomain,
 		Users: db, Musicians: db, Projects: db, Requests: db, Dashboard: db,
 		Ping: db.Ping, Registerer: wrapped, Gatherer: reg,
-	})
+	}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	srv, err := apphttp.NewServer(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -149,11 +154,15 @@ func (b *browser) Get(path string) resp {
 	return b.Do(req)
 }
 
-// Post posts form values (csrf included by the caller).
-func (b *browser) Post(path string, form url.Values) resp {
+// Post posts form values (csrf included by the caller); header, when not
+// nil, adds request headers.
+func (b *browser) Post(path string, form url.Values, header ...string) resp {
 	b.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, b.base+path, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	return b.Do(req)
 }
 

@@ -298,7 +298,20 @@ func (s *Server) handleLoginForm(w http.ResponseWriter, r *http.Request, c *reqC
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	email := strings.TrimSpace(r.PostForm.Get("email"))
 	next := safeNext(r.PostForm.Get("next"))
+	// The limit comes before the password check: a limited client gets 429
+	// whatever it sends, and costs no password hash.
+	refund, ok := s.allowAttempt(w, r, "login", func() {
+		s.render(w, r, c, http.StatusTooManyRequests, "login", view{Title: "Log in",
+			Error: "Too many login attempts. Please wait a minute and try again.",
+			D:     map[string]string{"Next": next, "Email": email}})
+	})
+	if !ok {
+		return nil
+	}
 	u, err := s.cfg.Users.Authenticate(r.Context(), email, r.PostForm.Get("password"))
+	if err == nil {
+		refund() // only wrong passwords count against the limit
+	}
 	if app.ErrorCode(err) == app.EUNAUTHORIZED {
 		s.render(w, r, c, http.StatusUnauthorized, "login", view{Title: "Log in", Error: app.ErrorMessage(err),
 			D: map[string]string{"Next": next, "Email": email}})
@@ -685,20 +698,125 @@ func (s *Server) handleAnswer(w http.ResponseWriter, r *http.Request, c *reqCtx)
 
 // --- account and API tokens ---
 
+// accountView is the data of the account page.
+type accountView struct {
+	Token string // a new API token, shown once
+}
+
 func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
-	s.render(w, r, c, http.StatusOK, "account", view{Title: "Account", D: ""})
+	v := view{Title: "Account", D: accountView{}}
+	if r.URL.Query().Has("password") {
+		v.Flash = "Your password has been changed. Your other sessions have ended."
+	}
+	s.render(w, r, c, http.StatusOK, "account", v)
+	return nil
+}
+
+// handlePasswordChange sets the logged-in user's password after checking
+// the current one (rate limited like the login), ends their other sessions
+// and keeps this one.
+func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	f := r.PostForm
+	in := app.PasswordChange{Current: f.Get("current_password"), New: f.Get("new_password"), Confirm: f.Get("confirm_password")}
+	refund, ok := s.allowAttempt(w, r, "password change", func() {
+		s.render(w, r, c, http.StatusTooManyRequests, "account", view{Title: "Account",
+			Error: "Too many password attempts. Please wait a minute and try again.", D: accountView{}})
+	})
+	if !ok {
+		return nil
+	}
+	err := s.cfg.Users.ChangePassword(r.Context(), in, c.sess.Token)
+	if _, wrongCurrent := app.ErrorFields(err)["current"]; !wrongCurrent || in.Current == "" {
+		refund() // only a checked, wrong current password counts
+	}
+	if code := app.ErrorCode(err); code == app.EINVALID || code == app.ECONFLICT {
+		s.render(w, r, c, statusOf(err), "account", view{Title: "Account", Error: app.ErrorMessage(err),
+			Fields: app.ErrorFields(err), D: accountView{}})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("password changed", "user", c.user().ID, "request_id", r.Header.Get(HeaderRequestID))
+	http.Redirect(w, r, "/account?password=1", http.StatusSeeOther)
 	return nil
 }
 
 func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	token, err := s.cfg.Users.CreateAPIToken(r.Context(), c.user(), strings.TrimSpace(r.PostForm.Get("name")))
 	if app.ErrorCode(err) == app.EINVALID {
-		s.render(w, r, c, http.StatusUnprocessableEntity, "account", view{Title: "Account", Error: app.ErrorMessage(err), Fields: app.ErrorFields(err), D: ""})
+		s.render(w, r, c, http.StatusUnprocessableEntity, "account", view{Title: "Account", Error: app.ErrorMessage(err), Fields: app.ErrorFields(err), D: accountView{}})
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	s.render(w, r, c, http.StatusOK, "account", view{Title: "Account", Flash: "Token created. Copy it now: it is not shown again.", D: token})
+	s.render(w, r, c, http.StatusOK, "account", view{Title: "Account", Flash: "Token created. Copy it now: it is not shown again.", D: accountView{Token: token}})
+	return nil
+}
+
+// --- staff users (admins only) ---
+
+// usersView is the data of the users page.
+type usersView struct {
+	Users    []*app.User
+	In       app.UserInput // the create form's values (never a password)
+	Roles    []string
+	Created  *app.User // the user just created
+	Password string    // Created's one-time password, shown once
+}
+
+var roles = []string{app.RoleStaff, app.RoleViewer, app.RoleAdmin}
+
+func (s *Server) usersPage(r *http.Request, uv usersView) (view, error) {
+	users, err := s.cfg.Users.FindUsers(r.Context())
+	if err != nil {
+		return view{}, err
+	}
+	uv.Users, uv.Roles = users, roles
+	if uv.In.Role == "" {
+		uv.In.Role = app.RoleStaff
+	}
+	return view{Title: "Users", D: uv}, nil
+}
+
+func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	v, err := s.usersPage(r, usersView{})
+	if err != nil {
+		return err
+	}
+	s.render(w, r, c, http.StatusOK, "users", v)
+	return nil
+}
+
+// handleUserCreate adds a staff user with a generated one-time password,
+// shown once on the answer page (it is stored only as a hash).
+func (s *Server) handleUserCreate(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	if !c.user().IsAdmin() {
+		return app.Errorf(app.EFORBIDDEN, "Only administrators may add users.")
+	}
+	f := r.PostForm
+	in := app.UserInput{Email: strings.TrimSpace(f.Get("email")), Name: strings.TrimSpace(f.Get("name")), Role: f.Get("role")}
+	pw := app.NewOneTimePassword()
+	created, err := s.cfg.Users.CreateUser(r.Context(), app.UserInput{Email: in.Email, Name: in.Name, Role: in.Role, Password: pw})
+	if code := app.ErrorCode(err); code == app.EINVALID || code == app.ECONFLICT {
+		v, verr := s.usersPage(r, usersView{In: in})
+		if verr != nil {
+			return verr
+		}
+		v.Error, v.Fields = app.ErrorMessage(err), app.ErrorFields(err)
+		s.render(w, r, c, statusOf(err), "users", v)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("user created", "user", created.ID, "role", created.Role, "by", c.user().ID, "request_id", r.Header.Get(HeaderRequestID))
+	v, err := s.usersPage(r, usersView{Created: created, Password: pw})
+	if err != nil {
+		return err
+	}
+	v.Flash = "User created. Give them the one-time password below; it is not shown again."
+	s.render(w, r, c, http.StatusOK, "users", v)
 	return nil
 }

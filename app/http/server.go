@@ -15,12 +15,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"stagesub.dev/app"
 )
@@ -61,6 +63,15 @@ type Config struct {
 	Gatherer   prometheus.Gatherer
 
 	SessionTTL time.Duration // default 12h
+
+	// TrustedProxies are the peers (the routers) whose X-Forwarded-For
+	// names the client for the password-attempt limit; nil means loopback.
+	TrustedProxies []netip.Prefix
+	// LoginRate and LoginBurst limit wrong password attempts per client
+	// (default DefaultLoginRate, DefaultLoginBurst); over all clients the
+	// limit is 1/s with a burst of 30.
+	LoginRate  rate.Limit
+	LoginBurst int
 }
 
 // Server is the tenant's HTTP handler. It is safe for concurrent use.
@@ -71,6 +82,7 @@ type Server struct {
 	handler http.Handler
 	pages   *pages
 	metrics *httpMetrics
+	limit   *limiter
 }
 
 // NewServer builds the handler with every route.
@@ -87,12 +99,22 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = 12 * time.Hour
 	}
+	if cfg.TrustedProxies == nil {
+		cfg.TrustedProxies = DefaultTrustedProxies()
+	}
+	if cfg.LoginRate == 0 {
+		cfg.LoginRate = DefaultLoginRate
+	}
+	if cfg.LoginBurst == 0 {
+		cfg.LoginBurst = DefaultLoginBurst
+	}
 	cfg.BaseDomain = normalizeHost(cfg.BaseDomain)
 	p, err := parsePages()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: p}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: p,
+		limit: newLimiter(cfg.LoginRate, cfg.LoginBurst)}
 	if cfg.Registerer != nil {
 		if s.metrics, err = newHTTPMetrics(cfg.Registerer); err != nil {
 			return nil, err
@@ -136,6 +158,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /requests/{id}/cancel", s.page(s.handleRequestCancel))
 	m.HandleFunc("GET /account", s.page(s.handleAccount))
 	m.HandleFunc("POST /account/tokens", s.page(s.handleTokenCreate))
+	m.HandleFunc("POST /account/password", s.page(s.handlePasswordChange))
+	m.HandleFunc("GET /users", s.page(s.handleUsers))
+	m.HandleFunc("POST /users", s.page(s.handleUserCreate))
 
 	// The musician's answer page: no login, the token is the credential.
 	m.HandleFunc("GET /r/{token}", s.anon(s.handleAnswerForm))

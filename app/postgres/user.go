@@ -187,3 +187,75 @@ func (db *DB) FindUserByAPIToken(ctx context.Context, token string) (*app.User, 
 	}
 	return u, nil
 }
+
+// ChangePassword implements app.UserService. The new hash is stored only if
+// the stored hash is still the one the current password was checked
+// against (a concurrent change wins; this one gets ECONFLICT). In the same
+// transaction every other session of the user is deleted and the change is
+// logged as "user.password". API tokens are not touched.
+func (db *DB) ChangePassword(ctx context.Context, in app.PasswordChange, keepSession string) error {
+	u := app.UserFromContext(ctx)
+	if u == nil {
+		return app.Errorf(app.EUNAUTHORIZED, "Please log in.")
+	}
+	if err := in.Validate(); err != nil {
+		return err
+	}
+	var old string
+	err := db.pool.QueryRow(ctx, "SELECT password_hash FROM users WHERE id = $1 AND active", u.ID).Scan(&old)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return app.Errorf(app.EUNAUTHORIZED, "Your session has ended; please log in again.")
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: change password %d: %w", u.ID, err)
+	}
+	if err := password.Verify(old, in.Current); err != nil {
+		if errors.Is(err, password.ErrMismatch) {
+			return &app.Error{Code: app.EINVALID, Message: "Please correct the highlighted fields.",
+				Fields: map[string]string{"current": "is not your current password"}}
+		}
+		return fmt.Errorf("postgres: change password %d: %w", u.ID, err)
+	}
+	hash, err := password.Hash(in.New)
+	if err != nil {
+		return fmt.Errorf("postgres: change password %d: %w", u.ID, err)
+	}
+	return db.withTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "UPDATE users SET password_hash = $1, updated_at = now() WHERE id = $2 AND password_hash = $3",
+			hash, u.ID, old)
+		if err != nil {
+			return fmt.Errorf("postgres: change password %d: %w", u.ID, err)
+		}
+		if tag.RowsAffected() != 1 {
+			return app.Errorf(app.ECONFLICT, "Your password was changed meanwhile; please try again.")
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2", u.ID, hashToken(keepSession)); err != nil {
+			return fmt.Errorf("postgres: end other sessions of %d: %w", u.ID, err)
+		}
+		return logActivity(ctx, tx, "", "user.password", u.Email)
+	})
+}
+
+// FindUsers implements app.UserService.
+func (db *DB) FindUsers(ctx context.Context) ([]*app.User, error) {
+	if !app.UserFromContext(ctx).IsAdmin() {
+		return nil, app.Errorf(app.EFORBIDDEN, "Only administrators may manage users.")
+	}
+	rows, err := db.pool.Query(ctx, "SELECT "+userColumns+" FROM users u ORDER BY lower(u.email)")
+	if err != nil {
+		return nil, fmt.Errorf("postgres: find users: %w", err)
+	}
+	defer rows.Close()
+	var users []*app.User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: find users: %w", err)
+		}
+		users = append(users, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: find users: %w", err)
+	}
+	return users, nil
+}

@@ -1,10 +1,11 @@
 // Package consulacl holds StageSub's Consul ACL policies (one HCL file per
-// role: router, app, admin, ops), embedded so stagesubctl can install them,
+// role: router, app, admin, ops, prometheus), embedded so stagesubctl can install them,
 // and a parser for the subset of Consul's policy language they use.
 //
 // Invariant, checked by the tests: every role gets the least privilege it
 // needs. Only ops write tenant records; only the router writes certificates;
-// an app instance can register stagesub-app and read no KV at all.
+// an app instance can register stagesub-app and read no KV at all;
+// Prometheus only reads StageSub services, nodes and the agent.
 package consulacl
 
 import (
@@ -20,8 +21,9 @@ import (
 //go:embed *.hcl
 var files embed.FS
 
-// Roles lists the policies, one per HCL file: "<role>.hcl".
-var Roles = []string{"admin", "app", "ops", "router"}
+// Roles lists the policies, one per HCL file: "<role>.hcl". prometheus is
+// the read-only policy of Prometheus' consul_sd (and the HTTP SD bridge).
+var Roles = []string{"admin", "app", "ops", "prometheus", "router"}
 
 // Rule grants Policy ("read", "write", "list" or "deny") on a named
 // resource or on every resource whose name starts with Name (prefix rules).

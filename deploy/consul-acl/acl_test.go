@@ -46,6 +46,7 @@ func TestLeastPrivilege(t *testing.T) {
 	svc := func(name, want string) check { return check{"service", name, want} }
 	session := func(want string) check { return check{"session", "any-node", want} }
 	node := func(want string) check { return check{"node", "any-node", want} }
+	agent := func(want string) check { return check{"agent", "any-node", want} }
 	tests := map[string][]check{
 		"router": {
 			key("stagesub/tenants/goteborg", "read"),
@@ -54,19 +55,19 @@ func TestLeastPrivilege(t *testing.T) {
 			key("vault/secret", "deny"),
 			svc("stagesub-app", "read"), svc("stagesub-admin", "read"), svc("stagesub-router", "write"),
 			svc("postgres", "deny"),
-			session("write"), node("read"),
+			session("write"), node("read"), agent("deny"),
 		},
 		"app": {
 			key("stagesub/tenants/goteborg", "deny"),
 			key("stagesub/certmagic/x", "deny"),
 			svc("stagesub-app", "write"), svc("stagesub-router", "deny"), svc("stagesub-admin", "deny"),
-			session("deny"), node("read"),
+			session("deny"), node("read"), agent("deny"),
 		},
 		"admin": {
 			key("stagesub/tenants/goteborg", "read"),
 			key("stagesub/certmagic/x", "deny"),
 			svc("stagesub-app", "read"), svc("stagesub-router", "read"), svc("stagesub-admin", "write"),
-			session("deny"), node("read"),
+			session("deny"), node("read"), agent("deny"),
 		},
 		"ops": {
 			key("stagesub/tenants/goteborg", "write"),
@@ -75,7 +76,15 @@ func TestLeastPrivilege(t *testing.T) {
 			key("other/key", "deny"),
 			svc("stagesub-app", "write"), svc("stagesub-router", "read"), svc("stagesub-admin", "read"),
 			svc("consul", "deny"),
-			session("write"), node("read"),
+			session("write"), node("read"), agent("deny"),
+		},
+		"prometheus": {
+			key("stagesub/tenants/goteborg", "deny"),
+			key("stagesub/certmagic/x", "deny"),
+			key("stagesub/locks/create/goteborg", "deny"),
+			svc("stagesub-app", "read"), svc("stagesub-router", "read"), svc("stagesub-admin", "read"),
+			svc("consul", "deny"), svc("postgres", "deny"),
+			session("deny"), node("read"), agent("read"),
 		},
 	}
 	for _, role := range consulacl.Roles {
@@ -96,6 +105,8 @@ func TestLeastPrivilege(t *testing.T) {
 					got = access(p.Sessions, p.SessionPrefixes, c.name)
 				case "node":
 					got = access(p.Nodes, p.NodePrefixes, c.name)
+				case "agent":
+					got = access(p.Agents, p.AgentPrefixes, c.name)
 				}
 				if got != c.want {
 					t.Errorf("%s %q: got %s, want %s", c.kind, c.name, got, c.want)
@@ -104,8 +115,22 @@ func TestLeastPrivilege(t *testing.T) {
 			if p.ACL != "" || p.Keyring != "" {
 				t.Errorf("acl=%q keyring=%q: no StageSub role manages ACLs or the keyring", p.ACL, p.Keyring)
 			}
-			if len(p.AgentPrefixes)+len(p.Agents)+len(p.EventPrefixes)+len(p.QueryPrefixes) > 0 {
-				t.Errorf("agent, event or query rules granted: %+v", p)
+			if len(p.EventPrefixes)+len(p.Events)+len(p.QueryPrefixes)+len(p.Queries) > 0 {
+				t.Errorf("event or query rules granted: %+v", p)
+			}
+			if p.Operator != "" && role != "ops" {
+				t.Errorf("operator = %q: only ops read operator endpoints", p.Operator)
+			}
+			// Read only: Prometheus and the SD bridge never write anything.
+			if role == "prometheus" {
+				for _, rs := range [][]consulacl.Rule{p.Keys, p.KeyPrefixes, p.Services, p.ServicePrefixes, p.Nodes,
+					p.NodePrefixes, p.Sessions, p.SessionPrefixes, p.Agents, p.AgentPrefixes} {
+					for _, r := range rs {
+						if r.Policy != "read" {
+							t.Errorf("prometheus rule %q: policy %s, want read", r.Name, r.Policy)
+						}
+					}
+				}
 			}
 		})
 	}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -362,4 +363,63 @@ func (s *Server) DropRole(ctx context.Context, role string) error {
 		return fmt.Errorf("drop role %s: %w", role, err)
 	}
 	return nil
+}
+
+// LockDownProblems reports how the privileges on database dbname differ from
+// what LockDown grants: the stats role missing, PUBLIC holding any privilege,
+// owner lacking an explicit CONNECT or TEMPORARY, the stats role lacking an
+// explicit CONNECT. It changes nothing; nil means locked down. A database
+// that does not exist is an error (repair never creates one).
+func (s *Server) LockDownProblems(ctx context.Context, dbname, owner string) ([]string, error) {
+	stats := registry.StatsRole
+	var statsExists bool
+	if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", stats).Scan(&statsExists); err != nil {
+		return nil, fmt.Errorf("look up role %s: %w", stats, err)
+	}
+	exists, err := s.DatabaseExists(ctx, dbname)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, fmt.Errorf("database %s does not exist on server %q", dbname, s.name)
+	}
+	// A NULL datacl means the defaults: PUBLIC has CONNECT and TEMPORARY.
+	rows, err := s.pool.Query(ctx, `
+		SELECT coalesce(r.rolname::text, 'PUBLIC'), a.privilege_type
+		FROM pg_database d
+		CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+		LEFT JOIN pg_roles r ON r.oid = a.grantee
+		WHERE d.datname = $1
+		ORDER BY 1, 2`, dbname)
+	if err != nil {
+		return nil, fmt.Errorf("read privileges on %s: %w", dbname, err)
+	}
+	granted := map[string][]string{} // grantee → privileges
+	for rows.Next() {
+		var grantee, priv string
+		if err := rows.Scan(&grantee, &priv); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read privileges on %s: %w", dbname, err)
+		}
+		granted[grantee] = append(granted[grantee], priv)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read privileges on %s: %w", dbname, err)
+	}
+	var problems []string
+	if !statsExists {
+		problems = append(problems, "role "+stats+" does not exist")
+	}
+	if p := granted["PUBLIC"]; len(p) > 0 {
+		problems = append(problems, fmt.Sprintf("PUBLIC holds %s on database %s", strings.Join(p, ", "), dbname))
+	}
+	for _, want := range []struct{ role, priv string }{{owner, "CONNECT"}, {owner, "TEMPORARY"}, {stats, "CONNECT"}} {
+		if want.role == stats && !statsExists {
+			continue
+		}
+		if !slices.Contains(granted[want.role], want.priv) {
+			problems = append(problems, fmt.Sprintf("%s lacks %s on database %s", want.role, want.priv, dbname))
+		}
+	}
+	return problems, nil
 }

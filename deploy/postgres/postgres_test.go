@@ -108,3 +108,60 @@ func TestScramVerifierFormat(t *testing.T) {
 		t.Errorf("non-ASCII password accepted")
 	}
 }
+
+// TestLockDownProblems: a fresh database (default ACL) has PUBLIC privileges,
+// LockDown clears every finding, and each later break is reported.
+func TestLockDownProblems(t *testing.T) {
+	c := pgtest.Start(t, pgtest.WithTCP())
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, "default", c.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t.Cleanup(func() { _ = s.DropTenant(context.Background(), "ldp") })
+	if err := s.EnsureRole(ctx, "orchestra_ldp", "pw-ldp-12345"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureDatabase(ctx, "orchestra_ldp", "orchestra_ldp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureStatsRole(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		setup []string // before the check; "" = LockDown
+		want  string   // joined findings
+	}{
+		{"fresh database", nil, "PUBLIC holds CONNECT, TEMPORARY on database orchestra_ldp; stagesub_stats lacks CONNECT on database orchestra_ldp"},
+		{"owner revoked", []string{"", "REVOKE ALL ON DATABASE orchestra_ldp FROM orchestra_ldp"}, "orchestra_ldp lacks CONNECT on database orchestra_ldp; orchestra_ldp lacks TEMPORARY on database orchestra_ldp"},
+		{"locked down", []string{""}, ""},
+		{"public connect", []string{"", "GRANT CONNECT ON DATABASE orchestra_ldp TO PUBLIC"}, "PUBLIC holds CONNECT on database orchestra_ldp"},
+		{"stats revoked", []string{"", "REVOKE CONNECT ON DATABASE orchestra_ldp FROM stagesub_stats"}, "stagesub_stats lacks CONNECT on database orchestra_ldp"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, q := range tt.setup {
+				if q == "" {
+					err = s.LockDown(ctx, "orchestra_ldp", "orchestra_ldp")
+				} else {
+					err = s.Exec(ctx, q)
+				}
+				if err != nil {
+					t.Fatalf("%q: %v", q, err)
+				}
+			}
+			problems, err := s.LockDownProblems(ctx, "orchestra_ldp", "orchestra_ldp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(problems, "; "); got != tt.want {
+				t.Errorf("problems:\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+	if _, err := s.LockDownProblems(ctx, "orchestra_nosuch", "orchestra_nosuch"); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing database: err = %v", err)
+	}
+}

@@ -65,6 +65,13 @@ type Options struct {
 	RulesFile       string        // default "alerts.yml" (relative to the config file)
 	ScrapeInterval  time.Duration // default 15s
 	RefreshInterval time.Duration // default 15s
+	// ConsulToken, when set, is rendered as `token` in every
+	// consul_sd_configs entry: the ACL token of policy stagesub-prometheus
+	// (deploy/consul-acl/prometheus.hcl). Empty omits the key (Consul
+	// without ACLs, or the agent's default token). The rendered file then
+	// holds a secret: keep it readable by Prometheus only. DiscoveryHTTP
+	// ignores it; the bridge reads CONSUL_HTTP_TOKEN.
+	ConsulToken string
 }
 
 // Defaults for Options.
@@ -105,13 +112,25 @@ func Render(o Options) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus: parse template: %w", err)
 	}
+	// A JSON string is a valid YAML double-quoted scalar: any token renders
+	// safely quoted.
+	token := ""
+	if o.ConsulToken != "" {
+		b, err := json.Marshal(o.ConsulToken)
+		if err != nil {
+			return nil, fmt.Errorf("prometheus: quote consul token: %w", err)
+		}
+		token = string(b)
+	}
 	data := struct {
 		Discovery, ConsulAddr, SDURL, RulesFile string
+		ConsulToken                             string // quoted; "" = omitted
 		ScrapeInterval, ScrapeTimeout           string
 		RefreshInterval                         string
 		Jobs                                    []job
 	}{
 		Discovery: o.Discovery, ConsulAddr: o.ConsulAddr, SDURL: o.SDURL, RulesFile: o.RulesFile,
+		ConsulToken:    token,
 		ScrapeInterval: promDuration(o.ScrapeInterval), ScrapeTimeout: promDuration(min(o.ScrapeInterval, 5*time.Second)),
 		RefreshInterval: promDuration(o.RefreshInterval),
 		Jobs: []job{

@@ -398,3 +398,55 @@ func TestRunSD(t *testing.T) {
 		}
 	})
 }
+
+// TestRenderConsulToken: Options.ConsulToken becomes `token` of every
+// consul_sd_configs entry, safely quoted, and is omitted when empty.
+func TestRenderConsulToken(t *testing.T) {
+	tests := []struct {
+		name      string
+		o         prometheus.Options
+		wantToken string // in every consul_sd_configs entry; "" = no token key
+		wantJobs  int    // jobs with consul_sd_configs
+	}{
+		{"no token", prometheus.Options{}, "", 3},
+		{"token", prometheus.Options{ConsulToken: "0b7b5f2e-6e1c-4d9a-9b1e-2c1f5d0e9a11"}, "0b7b5f2e-6e1c-4d9a-9b1e-2c1f5d0e9a11", 3},
+		{"token needing quotes", prometheus.Options{ConsulToken: `a: "b" #c`}, `a: "b" #c`, 3},
+		{"http discovery ignores it", prometheus.Options{Discovery: prometheus.DiscoveryHTTP, ConsulToken: "t"}, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := prometheus.Render(tt.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c struct {
+				ScrapeConfigs []struct {
+					JobName string           `yaml:"job_name"`
+					Consul  []map[string]any `yaml:"consul_sd_configs"`
+				} `yaml:"scrape_configs"`
+			}
+			if err := yaml.Unmarshal(b, &c); err != nil {
+				t.Fatalf("%v\n%s", err, b)
+			}
+			jobs := 0
+			for _, sc := range c.ScrapeConfigs {
+				for _, e := range sc.Consul {
+					jobs++
+					got, ok := e["token"]
+					switch {
+					case tt.wantToken == "" && ok:
+						t.Errorf("job %s: token = %v, want no token key", sc.JobName, got)
+					case tt.wantToken != "" && got != tt.wantToken:
+						t.Errorf("job %s: token = %v, want %q", sc.JobName, got, tt.wantToken)
+					}
+				}
+			}
+			if got, want := jobs, tt.wantJobs; got != want {
+				t.Errorf("%d consul_sd_configs entries, want %d", got, want)
+			}
+			if tt.o.ConsulToken != "" && tt.o.Discovery == prometheus.DiscoveryHTTP && bytes.Contains(b, []byte("token")) {
+				t.Errorf("http variant mentions the token:\n%s", b)
+			}
+		})
+	}
+}

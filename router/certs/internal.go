@@ -15,11 +15,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,14 +43,29 @@ type CA struct {
 	certDER  []byte
 }
 
+// CAOptions configure the CA that LoadOrCreateCA creates when dir holds
+// none. They never change a CA already on disk.
+type CAOptions struct {
+	// Base is the base domain. A new CA is name-constrained to it: its
+	// leaves verify only for Base and names below it (DNS) and for loopback
+	// addresses (127.0.0.0/8, ::1), so a leaked CA key cannot impersonate
+	// other sites to a browser that trusts the CA. Required unless
+	// Unconstrained.
+	Base string
+	// Unconstrained creates the CA without name constraints, so that
+	// certificates for custom domains (outside Base) verify too.
+	Unconstrained bool
+}
+
 // LoadOrCreateCA loads the CA from dir, creating the directory (0700) and a
-// new ECDSA P-256 CA valid for 10 years when none exists. The key file is
-// written with mode 0600.
-func LoadOrCreateCA(dir string) (*CA, error) {
+// new ECDSA P-256 CA valid for 10 years, constrained per o, when none
+// exists. The key file is written with mode 0600. An existing CA is loaded
+// as it is, constrained or not.
+func LoadOrCreateCA(dir string, o CAOptions) (*CA, error) {
 	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
 	certPEM, err := os.ReadFile(certPath)
 	if errors.Is(err, fs.ErrNotExist) {
-		return createCA(dir, certPath, keyPath)
+		return createCA(dir, certPath, keyPath, o)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("certs: read CA: %w", err)
@@ -72,7 +89,11 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 	return &CA{Cert: cert, CertPath: certPath, key: signer, certDER: pair.Certificate[0]}, nil
 }
 
-func createCA(dir, certPath, keyPath string) (*CA, error) {
+func createCA(dir, certPath, keyPath string, o CAOptions) (*CA, error) {
+	base := route.CanonicalHost(o.Base)
+	if base == "" && !o.Unconstrained {
+		return nil, errors.New("certs: create CA: a base domain is required for the name constraints")
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("certs: create CA dir: %w", err)
 	}
@@ -90,6 +111,16 @@ func createCA(dir, certPath, keyPath string) (*CA, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
+	}
+	if !o.Unconstrained {
+		// Critical, as RFC 5280 §4.2.1.10 requires: a client that cannot
+		// enforce the constraints must reject the CA rather than ignore them.
+		tmpl.PermittedDNSDomainsCritical = true
+		tmpl.PermittedDNSDomains = []string{base}
+		tmpl.PermittedIPRanges = []*net.IPNet{
+			{IP: net.IPv4(127, 0, 0, 0).To4(), Mask: net.CIDRMask(8, 32)},
+			{IP: net.IPv6loopback, Mask: net.CIDRMask(128, 128)},
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -128,6 +159,28 @@ func writeFile(path string, b []byte, mode os.FileMode) error {
 func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
 	return n
+}
+
+// Constrained reports whether the CA carries DNS name constraints.
+func (ca *CA) Constrained() bool {
+	return len(ca.Cert.PermittedDNSDomains) > 0 || len(ca.Cert.ExcludedDNSDomains) > 0
+}
+
+// Permits reports whether a leaf for the DNS name (canonical: lower case,
+// no trailing dot) can verify under the CA's DNS name constraints: it is
+// within a permitted domain (the domain itself or a name below it), when
+// there are any, and within no excluded one.
+func (ca *CA) Permits(name string) bool {
+	within := func(d string) bool {
+		d = strings.ToLower(strings.TrimPrefix(d, "."))
+		return name == d || strings.HasSuffix(name, "."+d)
+	}
+	for _, d := range ca.Cert.ExcludedDNSDomains {
+		if within(d) {
+			return false
+		}
+	}
+	return len(ca.Cert.PermittedDNSDomains) == 0 || slices.ContainsFunc(ca.Cert.PermittedDNSDomains, within)
 }
 
 // Issue returns a leaf certificate for names (DNS names or IP addresses),
@@ -169,22 +222,37 @@ func (ca *CA) Issue(names ...string) (*tls.Certificate, error) {
 // custom domain that allowed accepts, issued on first use and cached. When the
 // base domain is a single label (the dev stack's "localhost"), each direct
 // child name also gets its own certificate, because clients reject *.localhost.
+//
+// A name-constrained CA (see CAOptions) issues custom-domain certificates
+// that clients refuse (the name is outside the constraints); Internal still
+// issues them, so the client's error names the cause, and logs a warning
+// once per certificate. Use a CA created with CAOptions.Unconstrained to
+// test custom domains over HTTPS in internal mode.
 type Internal struct {
 	ca      *CA
 	base    string
 	main    *tls.Certificate
 	allowed func(host string) bool
+	log     *slog.Logger
 
 	mu     sync.Mutex
 	custom map[string]*tls.Certificate
 }
 
 // NewInternal issues the base certificate. allowed decides custom domains
-// (typically route.Holder.IsCustomDomain); nil allows none.
-func NewInternal(ca *CA, base string, allowed func(host string) bool) (*Internal, error) {
+// (typically route.Holder.IsCustomDomain); nil allows none. logger gets the
+// warnings about names the CA's constraints exclude; nil is slog.Default().
+func NewInternal(ca *CA, base string, allowed func(host string) bool, logger *slog.Logger) (*Internal, error) {
 	base = route.CanonicalHost(base)
 	if base == "" {
 		return nil, errors.New("certs: invalid base domain")
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if !ca.Permits(base) {
+		logger.Warn("internal CA is constrained to other domains: no certificate will verify; remove the CA directory to create a new one",
+			"ca", ca.CertPath, "permitted", ca.Cert.PermittedDNSDomains, "base", base)
 	}
 	main, err := ca.Issue(base, "*."+base, "admin."+base, "www."+base, "127.0.0.1")
 	if err != nil {
@@ -193,7 +261,7 @@ func NewInternal(ca *CA, base string, allowed func(host string) bool) (*Internal
 	if allowed == nil {
 		allowed = func(string) bool { return false }
 	}
-	return &Internal{ca: ca, base: base, main: main, allowed: allowed, custom: map[string]*tls.Certificate{}}, nil
+	return &Internal{ca: ca, base: base, main: main, allowed: allowed, log: logger, custom: map[string]*tls.Certificate{}}, nil
 }
 
 // TLSConfig returns a config whose GetCertificate picks by SNI.
@@ -232,6 +300,11 @@ func (in *Internal) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	c, err := in.ca.Issue(name)
 	if err != nil {
 		return nil, err
+	}
+	if !in.ca.Permits(name) {
+		in.log.Warn("custom domain is outside the internal CA's name constraints: clients will refuse its certificate; "+
+			"create the CA with STAGESUB_INTERNAL_CA_UNCONSTRAINED=true (remove the CA directory first) to test custom domains over HTTPS",
+			"host", name, "ca", in.ca.CertPath, "permitted", in.ca.Cert.PermittedDNSDomains)
 	}
 	if len(in.custom) >= maxIssued {
 		in.custom = map[string]*tls.Certificate{}

@@ -5,11 +5,14 @@
 package metrics
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"stagesub.dev/registry/consul"
 )
 
 // Upstream error reasons (label "reason").
@@ -78,6 +81,40 @@ func New(snapshotAge func() time.Duration) *Metrics {
 		m.InFlight, m.Routes, m.Generation, m.LogDropped, age,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// RegisterWatcher registers, on m.Registry, the registry watcher's counters
+// read from stats (typically consul.Watcher.Stats) at each scrape:
+// stagesub_router_registry_malformed_records_total (tenant records that
+// failed to decode; a record counts again only after it changes),
+// stagesub_router_registry_errors_total (failed Consul queries),
+// stagesub_router_registry_index_resets_total (blocking-query indexes that
+// went backwards) and the gauge stagesub_router_registry_invalid_records
+// (malformed records in the snapshot being served). Call it once; stats
+// must be safe for concurrent use and its counters must only grow.
+func (m *Metrics) RegisterWatcher(stats func() consul.Stats) error {
+	counter := func(name, help string, v func(consul.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v(stats())) })
+	}
+	cs := []prometheus.Collector{
+		counter("stagesub_router_registry_malformed_records_total",
+			"Malformed tenant records found in Consul KV (a record counts again only after it changes).",
+			func(s consul.Stats) uint64 { return s.Malformed }),
+		counter("stagesub_router_registry_errors_total", "Failed Consul queries of the registry watcher.",
+			func(s consul.Stats) uint64 { return s.Errors }),
+		counter("stagesub_router_registry_index_resets_total", "Consul blocking-query indexes that went backwards and were reset.",
+			func(s consul.Stats) uint64 { return s.IndexResets }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "stagesub_router_registry_invalid_records", Help: "Malformed tenant records in the registry snapshot being served (not routed).",
+		}, func() float64 { return float64(stats().InvalidRecords) }),
+	}
+	for _, c := range cs {
+		if err := m.Registry.Register(c); err != nil {
+			return fmt.Errorf("metrics: register watcher metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // SetRoutes replaces the routes-by-state gauge with states.

@@ -40,6 +40,14 @@ func (f *fleet) instance(slug, id string, addr string) *fleet {
 	return f
 }
 
+// admin adds a passing admin instance listening at addr.
+func (f *fleet) admin(id, addr string) *fleet {
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	f.s.Admins = append(f.s.Admins, registry.Instance{ID: id, Service: registry.ServiceAdmin, Address: host, Port: p, Health: registry.HealthPassing})
+	return f
+}
+
 func (f *fleet) table(tb testing.TB, prev *route.Table) *route.Table {
 	tb.Helper()
 	f.s.Generation++

@@ -24,6 +24,7 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 // The router's pages, by situation.
 var (
 	pageUnknown     = page{Status: http.StatusNotFound, Title: "No orchestra here", Message: "There is no StageSub orchestra at this address. Check the spelling of the address."}
+	pageNotFound    = page{Status: http.StatusNotFound, Title: "Not found", Message: "There is no page at this address."}
 	pageSuspended   = page{Status: http.StatusForbidden, Title: "Account suspended", Message: "This orchestra's StageSub account is suspended. Please contact your administrator."}
 	pageDeleting    = page{Status: http.StatusGone, Title: "Account closed", Message: "This orchestra's StageSub account is being closed."}
 	pageApex        = page{Status: http.StatusOK, Title: "StageSub", Message: "Substitute musicians, managed. Each orchestra has its own address."}

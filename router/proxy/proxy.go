@@ -35,6 +35,13 @@
 // it is :authority. The request is routed by that one host only, and the
 // upstream receives it as its Host; a request with two Host headers is
 // refused by net/http with 400.
+//
+// Blocked paths: a request to a tenant or admin host whose path, percent-
+// decoded and cleaned, is one of Config.BlockPaths (DefaultBlockPaths in the
+// router: "/metrics") is never proxied, whatever the route's state; it gets
+// the router's 404 page. Instances are scraped directly, never through the
+// router, and their /metrics would expose internals (the admin's: every
+// tenant's counts) to the Internet.
 package proxy
 
 import (
@@ -50,6 +57,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -84,6 +92,14 @@ type Config struct {
 	// ApexRedirect, when set, is where the base domain and www redirect (302);
 	// otherwise they get a small page.
 	ApexRedirect string
+	// BlockPaths are paths never proxied on any route: a request whose path,
+	// percent-decoded and cleaned by CleanPath (so "//metrics", "/./metrics",
+	// "/metrics/" and "/%6detrics" all count as "/metrics"), equals an entry
+	// exactly gets the router's 404 page. Matching is case-sensitive, like
+	// the upstreams' http.ServeMux; entries are cleaned by New and match
+	// that exact path only, not the paths below it. Nil blocks nothing; the
+	// router's main defaults to DefaultBlockPaths.
+	BlockPaths []string
 
 	NoInstanceWait       time.Duration // wait for an instance to appear; default 2s, <0 = none
 	NoInstanceRetryAfter time.Duration // default 5s
@@ -98,6 +114,20 @@ type Config struct {
 	// Transport overrides the upstream transport (tests); default a pooled
 	// keep-alive http.Transport built from the timeouts above.
 	Transport http.RoundTripper
+}
+
+// DefaultBlockPaths are the paths the router blocks unless configured
+// otherwise: the instances' Prometheus endpoints.
+var DefaultBlockPaths = []string{"/metrics"}
+
+// CleanPath returns the form of a request path (already percent-decoded, as
+// url.URL.Path is) that BlockPaths are matched against: rooted and cleaned
+// by path.Clean. It does not allocate when p is already clean.
+func CleanPath(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	return path.Clean(p)
 }
 
 // Handler is the router's http.Handler. Create it with New; safe for
@@ -139,6 +169,11 @@ func New(c Config) *Handler {
 	if c.UnknownLogPerSecond == 0 {
 		c.UnknownLogPerSecond = 10
 	}
+	blocked := make([]string, 0, len(c.BlockPaths))
+	for _, p := range c.BlockPaths {
+		blocked = append(blocked, CleanPath(p))
+	}
+	c.BlockPaths = blocked // a copy: the caller's slice may change
 	h := &Handler{c: c, log: c.Logger, transport: c.Transport}
 	if h.transport == nil {
 		h.transport = NewTransport(c.DialTimeout, c.ResponseTimeout)
@@ -232,6 +267,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pageApex.write(rw, st.requestID)
 		return
 	}
+	if h.blocked(r.URL.Path) {
+		pageNotFound.write(rw, st.requestID)
+		return
+	}
 	if p, ok := h.statusPage(rt); ok {
 		p.write(rw, st.requestID)
 		return
@@ -279,6 +318,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.Inc()
 	defer g.Dec()
 	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+}
+
+// blocked reports whether the decoded request path p is one of BlockPaths
+// once cleaned (see Config.BlockPaths).
+func (h *Handler) blocked(p string) bool {
+	if len(h.c.BlockPaths) == 0 {
+		return false
+	}
+	return slices.Contains(h.c.BlockPaths, CleanPath(p))
 }
 
 // statusPage returns the page for a route that is not proxied.

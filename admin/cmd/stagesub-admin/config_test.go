@@ -2,7 +2,11 @@ package main_test
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,6 +59,38 @@ func TestLoad(t *testing.T) {
 		}
 	})
 
+	t.Run("TrustedProxies", func(t *testing.T) {
+		tests := []struct {
+			env, want string
+		}{
+			{"", "[127.0.0.0/8 ::1/128]"},
+			{"STAGESUB_TRUSTED_PROXIES=10.0.0.0/8", "[10.0.0.0/8]"},
+			{"STAGESUB_TRUSTED_PROXIES= 10.1.2.3/8 , 192.0.2.7,fd00::/8,", "[10.0.0.0/8 192.0.2.7/32 fd00::/8]"},
+		}
+		for _, tt := range tests {
+			m := main.NewMain(io.Discard)
+			if err := m.Load(nil, append(base, tt.env)); err != nil {
+				t.Fatalf("%q: %v", tt.env, err)
+			}
+			if got := fmt.Sprint(m.Config.TrustedProxies); got != tt.want {
+				t.Errorf("%q: trusted proxies = %s, want %s", tt.env, got, tt.want)
+			}
+		}
+	})
+
+	t.Run("ErrTrustedProxies", func(t *testing.T) {
+		for _, v := range []string{"10.0.0.0/33", "router", "10.0.0.0/8;192.0.2.0/24", ","} {
+			err := main.NewMain(io.Discard).Load(nil, append(base, "STAGESUB_TRUSTED_PROXIES="+v))
+			if err == nil || !strings.Contains(err.Error(), "STAGESUB_TRUSTED_PROXIES") {
+				t.Errorf("%q: Load error = %v, want one naming STAGESUB_TRUSTED_PROXIES", v, err)
+				continue
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("%q: error is not one line: %q", v, err)
+			}
+		}
+	})
+
 	errs := []struct {
 		name string
 		env  []string
@@ -88,5 +124,28 @@ func TestHashPassword(t *testing.T) {
 	}
 	if err := main.HashPassword(strings.NewReader("short\n"), io.Discard); err == nil {
 		t.Error("short password accepted")
+	}
+}
+
+// TestBinaryBadTrustedProxiesExits2 runs the built binary with a bad
+// STAGESUB_TRUSTED_PROXIES: one line on stderr, exit code 2.
+func TestBinaryBadTrustedProxiesExits2(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "stagesub-admin")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"STAGESUB_ADMIN_USER=root", "STAGESUB_ADMIN_PASSWORD_HASH=" + testHash, "STAGESUB_TRUSTED_PROXIES=10.0.0.0/33"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit = %v, want code 2", err)
+	}
+	got := stderr.String()
+	want := "stagesub-admin: STAGESUB_TRUSTED_PROXIES: \"10.0.0.0/33\" is not a CIDR like 10.0.0.0/8 or an IP address\n"
+	if got != want {
+		t.Errorf("stderr = %q, want %q", got, want)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,7 @@ const (
 	EnvPanelURL          = "STAGESUB_PANEL_URL"           // e.g. https://{slug}.localhost:8443/
 	EnvMetricsToken      = "STAGESUB_METRICS_TOKEN"       // bearer token for /metrics; empty = open
 	EnvLogLevel          = "STAGESUB_LOG_LEVEL"           // debug, info, warn, error
+	EnvTrustedProxies    = "STAGESUB_TRUSTED_PROXIES"     // comma-separated CIDRs whose X-Forwarded-For is believed; default loopback
 )
 
 // Config is the admin's configuration, from Load.
@@ -70,6 +72,9 @@ type Config struct {
 	Interval          time.Duration
 	MetricsToken      string
 	LogLevel          slog.Level
+	// TrustedProxies are the peers (the routers) whose X-Forwarded-For
+	// names the client for the login rate limit; default loopback.
+	TrustedProxies []netip.Prefix
 }
 
 // Main is the admin process: Load, then Run until ctx ends, then Close.
@@ -177,6 +182,15 @@ func (m *Main) Load(args, environ []string) error {
 			errs = append(errs, fmt.Errorf("%s: %w", EnvLogLevel, err))
 		}
 	}
+	if v := env[EnvTrustedProxies]; v != "" {
+		p, err := ParseTrustedProxies(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", EnvTrustedProxies, err))
+		}
+		c.TrustedProxies = p
+	} else {
+		c.TrustedProxies = DefaultTrustedProxies()
+	}
 	if _, err := postgres.New(postgres.Config{DSN: c.StatsDSN}); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", EnvStatsDSN, err))
 	}
@@ -186,6 +200,37 @@ func (m *Main) Load(args, environ []string) error {
 	m.Config = c
 	m.Logger = slog.New(slog.NewTextHandler(m.stderr, &slog.HandlerOptions{Level: c.LogLevel}))
 	return nil
+}
+
+// DefaultTrustedProxies returns loopback (a router on the same host).
+func DefaultTrustedProxies() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+}
+
+// ParseTrustedProxies parses a comma-separated list of CIDRs (a bare
+// address means that one host). Empty items are skipped; the result is
+// never empty on success.
+func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(item); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR like 10.0.0.0/8 or an IP address", item)
+		}
+		out = append(out, p.Masked())
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no CIDR given")
+	}
+	return out, nil
 }
 
 func or(v, def string) string {
@@ -255,7 +300,7 @@ func (m *Main) Run(ctx context.Context) error {
 	h, err = http.New(http.Options{
 		Stats: m.Cache, User: c.User, PasswordHash: c.PasswordHash, SessionKey: c.SessionKey,
 		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		MetricsToken: c.MetricsToken, Logger: log.With("component", "http"),
+		MetricsToken: c.MetricsToken, TrustedProxies: c.TrustedProxies, Logger: log.With("component", "http"),
 	})
 	if err != nil {
 		return err

@@ -71,6 +71,8 @@ func TestBinaryConfigErrorExits2(t *testing.T) {
 		{"ErrNoDatabaseURL", []string{"STAGESUB_TENANT=goteborg"}, "stagesub-app: DATABASE_URL is required\n"},
 		{"ErrNoTenant", []string{"DATABASE_URL=postgres:///x"}, "stagesub-app: STAGESUB_TENANT is required\n"},
 		{"ErrLogLevel", []string{"DATABASE_URL=postgres:///x", "STAGESUB_TENANT=goteborg", "STAGESUB_LOG_LEVEL=loud"}, "stagesub-app: STAGESUB_LOG_LEVEL \"loud\" must be debug, info, warn or error\n"},
+		{"ErrRegister", []string{"DATABASE_URL=postgres:///x", "STAGESUB_TENANT=goteborg", "STAGESUB_REGISTER=maybe"}, "stagesub-app: STAGESUB_REGISTER \"maybe\" must be true or false\n"},
+		{"ErrTrustedProxies", []string{"DATABASE_URL=postgres:///x", "STAGESUB_TENANT=goteborg", "STAGESUB_TRUSTED_PROXIES=router"}, "stagesub-app: STAGESUB_TRUSTED_PROXIES: \"router\" is not a CIDR like 10.0.0.0/8 or an IP address\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,7 +189,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 	if _, err := schema.CreateStaffAdmin(context.Background(), schematest.MustOpen(b, dburl), "admin@example.org", "admin-password"); err != nil {
 		b.Fatal(err)
 	}
-	p := StartBinary(b, []string{"DATABASE_URL=" + dburl, "STAGESUB_TENANT=goteborg"})
+	p := StartBinary(b, []string{"DATABASE_URL=" + dburl, "STAGESUB_TENANT=goteborg", "STAGESUB_REGISTER=false"})
 	base := "http://" + p.ready.Addr
 	for _, path := range []string{"/healthz", "/login", "/metrics", "/healthz"} {
 		get(b, base+path)

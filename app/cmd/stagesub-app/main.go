@@ -9,8 +9,13 @@
 //	STAGESUB_LISTEN       listen address, default 127.0.0.1:0 (a free port)
 //	STAGESUB_ADVERTISE    address registered in Consul (host or host:port);
 //	                      default: the listen host (127.0.0.1 if unspecified) and the bound port
-//	CONSUL_HTTP_ADDR      Consul agent; unset: do not register
+//	CONSUL_HTTP_ADDR      Consul agent, default 127.0.0.1:8500 (api.DefaultConfig's)
 //	CONSUL_HTTP_TOKEN     Consul ACL token
+//	STAGESUB_REGISTER     true (default): register in Consul, and refuse to
+//	                      run unregistered (never routed) when Consul cannot
+//	                      be reached within 10s; false: do not register
+//	STAGESUB_TRUSTED_PROXIES comma-separated CIDRs whose X-Forwarded-For names
+//	                      the client for the login rate limit; default loopback
 //	STAGESUB_BASE_DOMAIN  base domain for the Host check (e.g. stagesub.com, localhost)
 //	STAGESUB_LOG_LEVEL    debug, info (default), warn, error
 //	STAGESUB_DB_MAX_CONNS pool size, default 4
@@ -30,6 +35,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -77,7 +83,18 @@ const (
 	EnvLogLevel     = "STAGESUB_LOG_LEVEL"
 	EnvDBMaxConns   = "STAGESUB_DB_MAX_CONNS"
 	EnvDrainTimeout = "STAGESUB_DRAIN_TIMEOUT"
+	// EnvRegister turns Consul registration off with "false" (or 0, no,
+	// off). Registration is on by default: an app that is not registered
+	// is never routed, so not registering must be a deliberate choice.
+	EnvRegister = "STAGESUB_REGISTER"
+	// EnvTrustedProxies lists the peers (CIDRs) whose X-Forwarded-For is
+	// believed: the routers. Default loopback.
+	EnvTrustedProxies = "STAGESUB_TRUSTED_PROXIES"
 )
+
+// DefaultConsulAddr is the official client's default agent address
+// (api.DefaultConfig), used when CONSUL_HTTP_ADDR is unset.
+const DefaultConsulAddr = "127.0.0.1:8500"
 
 // Config is the app's validated configuration.
 type Config struct {
@@ -85,8 +102,14 @@ type Config struct {
 	Tenant       string
 	Listen       string // host:port; port 0 picks a free one
 	Advertise    string // host or host:port; "" derives it from the listener
-	ConsulAddr   string // "" disables registration
+	// Register is true unless STAGESUB_REGISTER=false; then ConsulAddr is
+	// not used.
+	Register     bool
+	ConsulAddr   string // never "": default DefaultConsulAddr
 	ConsulToken  string
+	// TrustedProxies are peers whose X-Forwarded-For names the client
+	// (login rate limit); nil means loopback.
+	TrustedProxies []netip.Prefix
 	BaseDomain   string
 	LogLevel     slog.Level
 	Migrate      bool
@@ -149,8 +172,23 @@ func (m *Main) Load(args, environ []string) error {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	c.DatabaseURL = env[registry.EnvDatabaseURL]
-	c.ConsulAddr = get(registry.EnvConsulAddr, "")
+	c.ConsulAddr = get(registry.EnvConsulAddr, DefaultConsulAddr)
 	c.ConsulToken = get(registry.EnvConsulToken, "")
+	switch v := strings.ToLower(get(EnvRegister, "true")); v {
+	case "true", "1", "yes", "on":
+		c.Register = true
+	case "false", "0", "no", "off":
+		c.Register = false
+	default:
+		return fmt.Errorf("%s %q must be true or false", EnvRegister, v)
+	}
+	if v := get(EnvTrustedProxies, ""); v != "" {
+		p, err := apphttp.ParseTrustedProxies(v)
+		if err != nil {
+			return fmt.Errorf("%s: %v", EnvTrustedProxies, err)
+		}
+		c.TrustedProxies = p
+	}
 
 	if c.DatabaseURL == "" {
 		return fmt.Errorf("%s is required", registry.EnvDatabaseURL)
@@ -179,7 +217,7 @@ func (m *Main) Load(args, environ []string) error {
 			return fmt.Errorf("%s %q must be a reachable address, not %s", EnvAdvertise, c.Advertise, host)
 		}
 	}
-	if c.ConsulAddr != "" {
+	if c.Register {
 		hostport := c.ConsulAddr
 		if i := strings.Index(hostport, "://"); i >= 0 {
 			hostport = hostport[i+3:]
@@ -284,8 +322,9 @@ func (m *Main) Run(ctx context.Context) error {
 	srv, err := apphttp.NewServer(apphttp.Config{
 		Tenant: c.Tenant, BaseDomain: c.BaseDomain, Logger: log,
 		Users: db, Musicians: db, Projects: db, Requests: db, Dashboard: db,
-		Ping:       db.Ping,
-		Registerer: wrapped, Gatherer: reg,
+		Ping:           db.Ping,
+		Registerer:     wrapped, Gatherer: reg,
+		TrustedProxies: c.TrustedProxies,
 	})
 	if err != nil {
 		return err
@@ -312,7 +351,9 @@ func (m *Main) Run(ctx context.Context) error {
 
 	// 5. Register in Consul.
 	deregister := func(context.Context) error { return nil }
-	if c.ConsulAddr != "" {
+	if !c.Register {
+		log.Info("consul registration disabled", "env", EnvRegister+"=false")
+	} else {
 		var id string
 		id, deregister, err = m.register(ctx, log)
 		if err != nil {

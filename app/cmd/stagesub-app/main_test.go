@@ -52,6 +52,8 @@ func TestLoad(t *testing.T) {
 		{"ErrBaseDomain", nil, []string{"DATABASE_URL=" + url, "STAGESUB_TENANT=goteborg", "STAGESUB_BASE_DOMAIN=a b"}, "STAGESUB_BASE_DOMAIN"},
 		{"ErrFlag", []string{"--bogus"}, []string{"DATABASE_URL=" + url, "STAGESUB_TENANT=goteborg"}, "bogus"},
 		{"ErrMaxConns", nil, []string{"DATABASE_URL=" + url, "STAGESUB_TENANT=goteborg", "STAGESUB_DB_MAX_CONNS=0"}, "STAGESUB_DB_MAX_CONNS"},
+		{"ErrRegister", nil, []string{"DATABASE_URL=" + url, "STAGESUB_TENANT=goteborg", "STAGESUB_REGISTER=maybe"}, "STAGESUB_REGISTER"},
+		{"ErrTrustedProxies", nil, []string{"DATABASE_URL=" + url, "STAGESUB_TENANT=goteborg", "STAGESUB_TRUSTED_PROXIES=10.0.0.0/33"}, "STAGESUB_TRUSTED_PROXIES"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,6 +75,79 @@ func TestLoad(t *testing.T) {
 				t.Errorf("error is not one line: %q", err)
 			}
 		})
+	}
+}
+
+// TestLoadRegistration: registration is on by default, at the official
+// client's default agent address; only STAGESUB_REGISTER=false turns it off.
+func TestLoadRegistration(t *testing.T) {
+	base := []string{"DATABASE_URL=postgres:///x?host=/tmp", "STAGESUB_TENANT=goteborg"}
+	tests := []struct {
+		name         string
+		env          []string
+		wantRegister bool
+		wantAddr     string
+		wantTrusted  string
+	}{
+		{"Default", nil, true, "127.0.0.1:8500", "[]"},
+		{"ConsulAddr", []string{"CONSUL_HTTP_ADDR=10.0.0.2:8500"}, true, "10.0.0.2:8500", "[]"},
+		{"RegisterTrue", []string{"STAGESUB_REGISTER=true"}, true, "127.0.0.1:8500", "[]"},
+		{"RegisterFalse", []string{"STAGESUB_REGISTER=false"}, false, "127.0.0.1:8500", "[]"},
+		{"RegisterZero", []string{"STAGESUB_REGISTER=0", "CONSUL_HTTP_ADDR=nowhere"}, false, "nowhere", "[]"},
+		{"TrustedProxies", []string{"STAGESUB_TRUSTED_PROXIES=10.0.0.0/8, 192.0.2.7"}, true, "127.0.0.1:8500", "[10.0.0.0/8 192.0.2.7/32]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := main.NewMain()
+			if err := m.Load(nil, append(append([]string(nil), base...), tt.env...)); err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			c := m.Config
+			if got, want := c.Register, tt.wantRegister; got != want {
+				t.Errorf("Register = %v, want %v", got, want)
+			}
+			if got, want := c.ConsulAddr, tt.wantAddr; got != want {
+				t.Errorf("ConsulAddr = %q, want %q", got, want)
+			}
+			if got, want := fmt.Sprint(c.TrustedProxies), tt.wantTrusted; got != want {
+				t.Errorf("TrustedProxies = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// TestRunRegistrationDisabled: with STAGESUB_REGISTER=false the app serves
+// unregistered and says so at info level.
+func TestRunRegistrationDisabled(t *testing.T) {
+	c := pgtest.Start(t)
+	r, err := StartMain(t, []string{"DATABASE_URL=" + schematest.NewDB(t, c, "goteborg"), "STAGESUB_TENANT=goteborg", "STAGESUB_REGISTER=false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.InstanceID(); got != "" {
+		t.Errorf("InstanceID = %q, want none", got)
+	}
+	if log := r.Log.String(); !strings.Contains(log, `"level":"INFO","msg":"consul registration disabled"`) {
+		t.Errorf("log lacks consul registration disabled at info:\n%s", log)
+	}
+}
+
+// TestRunRegistersAtDefaultAddress runs without CONSUL_HTTP_ADDR: the app
+// registers with the agent at 127.0.0.1:8500 (here the stand-in), instead
+// of silently serving unregistered.
+func TestRunRegistersAtDefaultAddress(t *testing.T) {
+	consul, err := consuldev.Start(consuldev.Config{HTTPAddr: main.DefaultConsulAddr})
+	if err != nil {
+		t.Skipf("cannot start the Consul stand-in on %s (port in use?): %v", main.DefaultConsulAddr, err)
+	}
+	t.Cleanup(func() { consul.Close() })
+	c := pgtest.Start(t)
+	r, err := StartMain(t, []string{"DATABASE_URL=" + schematest.NewDB(t, c, "goteborg"), "STAGESUB_TENANT=goteborg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := healthStatus(t, consul.Client(t), r.InstanceID()); r.InstanceID() == "" || got == "absent" {
+		t.Errorf("instance %q is %s in Consul at %s, want registered", r.InstanceID(), got, main.DefaultConsulAddr)
 	}
 }
 
@@ -267,7 +342,7 @@ func TestRunRefusesOtherTenant(t *testing.T) {
 func TestRunSchemaBehind(t *testing.T) {
 	c := pgtest.Start(t)
 	_, dburl := c.CreateDB(t, "") // never migrated
-	env := []string{"DATABASE_URL=" + dburl, "STAGESUB_TENANT=goteborg"}
+	env := []string{"DATABASE_URL=" + dburl, "STAGESUB_TENANT=goteborg", "STAGESUB_REGISTER=false"}
 
 	_, err := StartMain(t, env)
 	if err == nil || !strings.Contains(err.Error(), "stagesubctl migrate goteborg") || !strings.Contains(err.Error(), "--migrate") {
@@ -325,7 +400,7 @@ func TestHealthzDatabaseDown(t *testing.T) {
 
 func TestMetricsEndpoint(t *testing.T) {
 	c := pgtest.Start(t)
-	r, err := StartMain(t, []string{"DATABASE_URL=" + schematest.NewDB(t, c, "goteborg"), "STAGESUB_TENANT=goteborg"})
+	r, err := StartMain(t, []string{"DATABASE_URL=" + schematest.NewDB(t, c, "goteborg"), "STAGESUB_TENANT=goteborg", "STAGESUB_REGISTER=false"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"stagesub.dev/registry"
 	"stagesub.dev/router"
+	"stagesub.dev/router/proxy"
 )
 
 // Environment variable names read by the router (see router/README.md).
@@ -43,6 +44,14 @@ const (
 	EnvMaxAttempts     = "STAGESUB_ROUTER_MAX_ATTEMPTS"
 	EnvAccessLog       = "STAGESUB_ACCESS_LOG"
 	EnvLogLevel        = "STAGESUB_LOG_LEVEL"
+	// EnvBlockPaths lists, comma-separated, the paths never proxied
+	// (proxy.Config.BlockPaths). Unset: proxy.DefaultBlockPaths; set but
+	// empty: none.
+	EnvBlockPaths = "STAGESUB_ROUTER_BLOCK_PATHS"
+	// EnvCAUnconstrained, "true", creates a new internal CA without name
+	// constraints (so custom-domain certificates verify); an existing CA is
+	// used as it is.
+	EnvCAUnconstrained = "STAGESUB_INTERNAL_CA_UNCONSTRAINED"
 )
 
 // Config is the router's configuration, from the environment with flags
@@ -63,6 +72,10 @@ type Config struct {
 	ConsulToken    string
 	TrustedProxies []netip.Prefix
 	ApexRedirect   string
+	// BlockPaths are cleaned absolute paths never proxied; empty blocks none.
+	BlockPaths []string
+	// CAUnconstrained creates a new internal CA without name constraints.
+	CAUnconstrained bool
 
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
@@ -135,6 +148,13 @@ func Load(args, environ []string) (Config, error) {
 	c.ConsulToken = get(registry.EnvConsulToken, "")
 	trusted := fs.String("trusted-proxies", get(EnvTrustedProxies, ""), "comma-separated CIDRs ("+EnvTrustedProxies+")")
 	fs.StringVar(&c.ApexRedirect, "apex-redirect", get(EnvApexRedirect, ""), "URL for the apex and www ("+EnvApexRedirect+")")
+	// Unlike the other variables, set-but-empty means something here: none.
+	blockDef, ok := env[EnvBlockPaths]
+	if !ok {
+		blockDef = strings.Join(proxy.DefaultBlockPaths, ",")
+	}
+	block := fs.String("block-paths", blockDef, "comma-separated paths never proxied, \"\" = none ("+EnvBlockPaths+")")
+	fs.BoolVar(&c.CAUnconstrained, "internal-ca-unconstrained", boolean(EnvCAUnconstrained, false), "create the internal CA without name constraints ("+EnvCAUnconstrained+")")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", dur(EnvReadHeader, 10*time.Second), "("+EnvReadHeader+")")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", dur(EnvIdle, 120*time.Second), "("+EnvIdle+")")
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", dur(EnvUpstreamTimeout, 60*time.Second), "("+EnvUpstreamTimeout+")")
@@ -167,6 +187,15 @@ func Load(args, environ []string) (Config, error) {
 	}
 	if c.TLSMode == router.TLSFiles && (c.TLSCertFile == "" || c.TLSKeyFile == "") {
 		return c, fmt.Errorf("stagesub-router: TLS mode files needs %s and %s", EnvTLSCertFile, EnvTLSKeyFile)
+	}
+	for _, p := range strings.Split(*block, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if !strings.HasPrefix(p, "/") {
+			return c, fmt.Errorf("stagesub-router: %s: %q is not an absolute path", EnvBlockPaths, p)
+		}
+		c.BlockPaths = append(c.BlockPaths, proxy.CleanPath(p))
 	}
 	for _, s := range strings.Split(*trusted, ",") {
 		if s = strings.TrimSpace(s); s == "" {

@@ -3,6 +3,7 @@ package main_test
 import (
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +83,47 @@ func TestMainLoad_ACMEWired(t *testing.T) {
 	}
 	if m.NewCertSource == nil {
 		t.Error("NewCertSource not wired for acme")
+	}
+}
+
+func TestLoad_BlockPaths(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  []string
+		want []string
+	}{
+		{"Default", nil, nil, []string{"/metrics"}},
+		{"EmptyDisables", nil, []string{"STAGESUB_ROUTER_BLOCK_PATHS="}, nil},
+		{"List", nil, []string{"STAGESUB_ROUTER_BLOCK_PATHS=/metrics, /debug//vars/"}, []string{"/metrics", "/debug/vars"}},
+		{"FlagWins", []string{"-block-paths="}, []string{"STAGESUB_ROUTER_BLOCK_PATHS=/metrics"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := main.Load(tt.args, append([]string{"STAGESUB_BASE_DOMAIN=x.test"}, tt.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.BlockPaths; !slices.Equal(got, tt.want) {
+				t.Errorf("BlockPaths got %q want %q", got, tt.want)
+			}
+		})
+	}
+	if _, err := main.Load(nil, []string{"STAGESUB_BASE_DOMAIN=x.test", "STAGESUB_ROUTER_BLOCK_PATHS=metrics"}); err == nil {
+		t.Error("relative block path: got nil error")
+	}
+}
+
+func TestLoad_CAUnconstrained(t *testing.T) {
+	for _, tt := range []struct {
+		env  string
+		want bool
+	}{{"", false}, {"STAGESUB_INTERNAL_CA_UNCONSTRAINED=true", true}, {"STAGESUB_INTERNAL_CA_UNCONSTRAINED=false", false}} {
+		c, err := main.Load(nil, []string{"STAGESUB_BASE_DOMAIN=x.test", tt.env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.CAUnconstrained; got != tt.want {
+			t.Errorf("%q: CAUnconstrained got %v want %v", tt.env, got, tt.want)
+		}
 	}
 }

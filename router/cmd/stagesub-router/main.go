@@ -151,6 +151,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.watcher = consul.NewWatcher(client, consul.WatchOptions{Logger: m.log, OnSnapshot: m.publish})
 	m.metrics = metrics.New(m.watcher.Age)
+	if err := m.metrics.RegisterWatcher(m.watcher.Stats); err != nil {
+		return fmt.Errorf("stagesub-router: %w", err)
+	}
 
 	var access *slog.Logger
 	if c.AccessLog {
@@ -160,7 +163,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.handler = proxy.New(proxy.Config{
 		Tables: m.tables, Metrics: m.metrics, Logger: m.log, AccessLog: access,
-		TrustedProxies: c.TrustedProxies, ApexRedirect: c.ApexRedirect,
+		TrustedProxies: c.TrustedProxies, ApexRedirect: c.ApexRedirect, BlockPaths: c.BlockPaths,
 		NoInstanceWait: c.NoInstanceWait, MaxAttempts: c.MaxAttempts,
 		RetryBodyLimit: c.RetryBodyBytes, MaxBodyBytes: c.MaxBodyBytes,
 		DialTimeout: c.DialTimeout, ResponseTimeout: c.UpstreamTimeout,
@@ -254,16 +257,19 @@ func (m *Main) setupTLS(ctx context.Context, client *api.Client) error {
 	c := m.Config
 	switch c.TLSMode {
 	case router.TLSInternal:
-		ca, err := certs.LoadOrCreateCA(c.TLSDir)
+		// A new CA is name-constrained to the base domain unless opted out;
+		// an existing one is used as it is.
+		ca, err := certs.LoadOrCreateCA(c.TLSDir, certs.CAOptions{Base: c.BaseDomain, Unconstrained: c.CAUnconstrained})
 		if err != nil {
 			return err
 		}
-		in, err := certs.NewInternal(ca, c.BaseDomain, m.tables.IsCustomDomain)
+		in, err := certs.NewInternal(ca, c.BaseDomain, m.tables.IsCustomDomain, m.log)
 		if err != nil {
 			return err
 		}
 		m.certs, m.caPath = in, ca.CertPath
-		m.log.Info("internal CA", "ca", ca.CertPath, "hint", "curl --cacert "+ca.CertPath+" https://<slug>."+c.BaseDomain+":<port>/")
+		m.log.Info("internal CA", "ca", ca.CertPath, "permitted_dns_domains", ca.Cert.PermittedDNSDomains,
+			"hint", "curl --cacert "+ca.CertPath+" https://<slug>."+c.BaseDomain+":<port>/")
 		fmt.Fprintf(m.Stderr, "stagesub-router: internal CA certificate: %s\n", ca.CertPath)
 	case router.TLSFiles:
 		f, err := certs.NewFiles(c.TLSCertFile, c.TLSKeyFile, m.log)

@@ -189,7 +189,8 @@ func TestRouting(t *testing.T) {
 	f.register(t, "lund", ups[0].Addr)
 	f.tenant(t, "umea", registry.StatusMaintenance)
 	f.tenant(t, "kiruna", registry.StatusActive)
-	m := startRouter(t, f)
+	// Custom domains over HTTPS need a CA without name constraints.
+	m := startRouter(t, f, "STAGESUB_INTERNAL_CA_UNCONSTRAINED=true")
 	waitFor(t, 5*time.Second, "instances passing", func() bool {
 		return len(m.Tables().Load().Lookup("orch29.stagesub.test").Backends) == 1
 	})
@@ -222,6 +223,9 @@ func TestRouting(t *testing.T) {
 			{"https://kiruna.stagesub.test/", 503, "5"},
 			{"http://orch01.stagesub.test/a?b=1", 308, ""},
 			{"http://nobody.example/", 404, ""},
+			{"https://orch01.stagesub.test/metrics", 404, ""}, // STAGESUB_ROUTER_BLOCK_PATHS default
+			{"https://orch01.example/%6Detrics", 404, ""},
+			{"https://orch01.stagesub.test/healthz", 200, ""},
 		} {
 			resp, _ := get(t, c, tt.url)
 			if resp.StatusCode != tt.status || resp.Header.Get("Retry-After") != tt.retry {
@@ -303,6 +307,37 @@ func TestRouting(t *testing.T) {
 			return !strings.Contains(body, "stagesub_router_registry_snapshot_age_seconds 0\n")
 		})
 	})
+}
+
+// TestRegistryMetrics checks that the registry watcher's counters are on
+// the admin listener's /metrics: a malformed tenant record is counted and
+// listed as invalid while the valid tenants are still routed.
+func TestRegistryMetrics(t *testing.T) {
+	f := startFleet(t)
+	f.tenant(t, "goteborg", registry.StatusActive)
+	if _, err := f.client.KV().Put(&api.KVPair{Key: registry.Key("broken"), Value: []byte("{not json")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m := startRouter(t, f, "STAGESUB_TLS_MODE=off")
+	want := []string{
+		"stagesub_router_registry_malformed_records_total 1\n",
+		"stagesub_router_registry_invalid_records 1\n",
+		"stagesub_router_registry_errors_total 0\n",
+		"stagesub_router_registry_index_resets_total 0\n",
+	}
+	var body string
+	waitFor(t, 5*time.Second, "registry metrics", func() bool {
+		_, body = get(t, http.DefaultClient, "http://"+m.Addr("admin")+"/metrics")
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				return false
+			}
+		}
+		return true
+	})
+	if got := m.Tables().Load().Lookup("goteborg.stagesub.test").Tenant; got != "goteborg" {
+		t.Errorf("valid tenant beside a malformed record: routed to %q want goteborg", got)
+	}
 }
 
 // TestKillUnderLoad kills one of a tenant's two instances (SIGKILL) while

@@ -169,7 +169,7 @@ func TestGracefulDrain(t *testing.T) {
 // SIGHUP: new handshakes get the new certificate, an open connection stays.
 func TestFilesTLSReload(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := certs.LoadOrCreateCA(filepath.Join(dir, "ca"))
+	ca, err := certs.LoadOrCreateCA(filepath.Join(dir, "ca"), certs.CAOptions{Base: base})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ func init() {
 		{"tenant show", "tenant show <slug> [--json]", "record, instances, schema version, database size", runTenantShow},
 		{"tenant suspend", "tenant suspend <slug>", "suspend a tenant (router shows the suspended page)", runTenantSuspend},
 		{"tenant resume", "tenant resume <slug>", "resume a suspended tenant", runTenantResume},
+		{"tenant repair", "tenant repair <slug> [--admin-email E]", "re-apply grants, lock-down, binding and env file of a tenant; report what was fixed", runTenantRepair},
 		{"tenant domains", "tenant domains <slug> add|rm <domain>", "add or remove a custom domain", runTenantDomains},
 		{"migrate", "migrate [--all | <slug>...] [--concurrency N] [--dry-run]", "run schema migrations on tenant databases", runMigrate},
 		{"tenant delete", "tenant delete <slug> --confirm <slug> [--to DIR] [--recipient age1...] [--no-backup]", "final encrypted backup, then drop database, role, secret and record", runTenantDelete},

@@ -36,6 +36,11 @@ func runTenantCreate(ctx context.Context, m *Main, args []string) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
+	for _, d := range req.Domains {
+		if err := deploy.CheckCustomDomain(d, m.Config.BaseDomain); err != nil {
+			return err
+		}
+	}
 	if req.DBServer != "" {
 		req.DBServer = strings.ToLower(req.DBServer)
 	}
@@ -76,9 +81,11 @@ func runTenantCreate(ctx context.Context, m *Main, args []string) error {
 	fmt.Fprintf(w, "  env file:  %s\n", res.EnvFile)
 	switch {
 	case res.AdminCreated:
-		fmt.Fprintf(w, "  admin:     %s\n  one-time password (shown once, change it at first login): %s\n", req.AdminEmail, res.AdminPassword)
+		fmt.Fprintf(w, "  admin:     %s\n  one-time password (shown once; change it on the Account page after logging in): %s\n", req.AdminEmail, res.AdminPassword)
 	case req.AdminEmail != "":
 		fmt.Fprintf(w, "  admin:     %s (already existed; password unchanged)\n", req.AdminEmail)
+	default:
+		fmt.Fprintf(m.Stderr, "stagesubctl: warning: tenant %s has no staff login (no --admin-email); create the first admin with:\n  stagesubctl tenant repair %s --admin-email <e-mail>\n", t.Slug, t.Slug)
 	}
 	if res.Started {
 		fmt.Fprintf(w, "  instance:  started on target %s\n", p.Target.Name())

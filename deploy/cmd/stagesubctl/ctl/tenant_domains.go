@@ -26,6 +26,11 @@ func runTenantDomains(ctx context.Context, m *Main, args []string) error {
 	if err := registry.ValidateDomain(d); err != nil {
 		return err
 	}
+	if op == "add" { // rm stays allowed, to clean up such an entry
+		if err := deploy.CheckCustomDomain(d, m.Config.BaseDomain); err != nil {
+			return err
+		}
+	}
 	store, err := m.Store()
 	if err != nil {
 		return err

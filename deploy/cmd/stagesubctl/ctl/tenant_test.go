@@ -92,6 +92,13 @@ func TestBadInput(t *testing.T) {
 		{"unknown flag", []string{"tenant", "create", "x1", "--nope"}, 2, "flag provided but not defined"},
 		{"unknown command", []string{"tenant", "explode"}, 2, "unknown command"},
 		{"migrate without target", []string{"migrate"}, 2, "--all or one or more"},
+		{"domain under base", []string{"tenant", "create", "under", "--name", "x", "--domain", "shop.stagesub.test"}, 1, "under the base domain"},
+		{"base domain as domain", []string{"tenant", "create", "base", "--name", "x", "--domain", "Stagesub.Test."}, 1, "under the base domain"},
+		{"domains add under base", []string{"tenant", "domains", "dup", "add", "Vikarier.Stagesub.Test"}, 1, "under the base domain"},
+		{"domains add base domain", []string{"tenant", "domains", "dup", "add", "stagesub.test"}, 1, "under the base domain"},
+		{"repair unknown tenant", []string{"tenant", "repair", "nosuch"}, 1, "not found"},
+		{"repair bad email", []string{"tenant", "repair", "dup", "--admin-email", "nope"}, 1, "not a plain e-mail"},
+		{"repair no slug", []string{"tenant", "repair"}, 2, "want exactly one"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,6 +111,13 @@ func TestBadInput(t *testing.T) {
 	out := f.mustRun(t, "tenant", "list")
 	if strings.Count(out, "\n") != 2 {
 		t.Errorf("bad input created records:\n%s", out)
+	}
+	got, err := f.store.FindTenant(context.Background(), "dup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Domains) != 0 {
+		t.Errorf("dup domains = %v, want none", got.Domains)
 	}
 }
 
