@@ -98,23 +98,23 @@ const DefaultConsulAddr = "127.0.0.1:8500"
 
 // Config is the app's validated configuration.
 type Config struct {
-	DatabaseURL  string
-	Tenant       string
-	Listen       string // host:port; port 0 picks a free one
-	Advertise    string // host or host:port; "" derives it from the listener
+	DatabaseURL string
+	Tenant      string
+	Listen      string // host:port; port 0 picks a free one
+	Advertise   string // host or host:port; "" derives it from the listener
 	// Register is true unless STAGESUB_REGISTER=false; then ConsulAddr is
 	// not used.
-	Register     bool
-	ConsulAddr   string // never "": default DefaultConsulAddr
-	ConsulToken  string
+	Register    bool
+	ConsulAddr  string // never "": default DefaultConsulAddr
+	ConsulToken string
 	// TrustedProxies are peers whose X-Forwarded-For names the client
 	// (login rate limit); nil means loopback.
 	TrustedProxies []netip.Prefix
-	BaseDomain   string
-	LogLevel     slog.Level
-	Migrate      bool
-	MaxConns     int32
-	DrainTimeout time.Duration
+	BaseDomain     string
+	LogLevel       slog.Level
+	Migrate        bool
+	MaxConns       int32
+	DrainTimeout   time.Duration
 }
 
 // Main runs the app: Load, then Run until its context ends, then Close.
@@ -322,8 +322,8 @@ func (m *Main) Run(ctx context.Context) error {
 	srv, err := apphttp.NewServer(apphttp.Config{
 		Tenant: c.Tenant, BaseDomain: c.BaseDomain, Logger: log,
 		Users: db, Musicians: db, Projects: db, Requests: db, Dashboard: db,
-		Ping:           db.Ping,
-		Registerer:     wrapped, Gatherer: reg,
+		Ping:       db.Ping,
+		Registerer: wrapped, Gatherer: reg,
 		TrustedProxies: c.TrustedProxies,
 	})
 	if err != nil {
