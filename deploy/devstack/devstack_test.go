@@ -186,7 +186,7 @@ func TestRunStopRerun(t *testing.T) {
 	r := start(t, args)
 	env := r.waitReady(t, filepath.Join(dir, "state"))
 	for _, k := range []string{"CONSUL_HTTP_ADDR", "STAGESUB_PG_ADMIN_URL", "STAGESUB_SECRETS_DIR", "STAGESUB_BASE_DOMAIN",
-		"STAGESUB_CA_FILE", "STAGESUB_ADMIN_USER", "STAGESUB_ADMIN_PASSWORD"} {
+		"STAGESUB_CA_FILE", "STAGESUB_ADMIN_USER", "STAGESUB_ADMIN_PASSWORD", "STAGESUB_ROUTER_URL"} {
 		if env[k] == "" {
 			t.Errorf("env file lacks %s", k)
 		}
@@ -238,6 +238,20 @@ func TestRunStopRerun(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("%s/login: status %d", h, resp.StatusCode)
+		}
+	}
+
+	// `stagesubctl doctor --all` with the env file checks every tenant
+	// through the router and its certificate, and finds nothing wrong.
+	cmd = exec.Command(filepath.Join(bins, "stagesubctl"), "doctor", "--all")
+	cmd.Env = append(ctlEnv, "PATH="+os.Getenv("PATH"))
+	doc, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("stagesubctl doctor --all: %v\n%s", err, doc)
+	}
+	for _, want := range []string{"✓ router", "✓ certificate"} {
+		if got := strings.Count(string(doc), want); got != len(devstack.DemoTenants) {
+			t.Errorf("doctor printed %q %d times, want %d:\n%s", want, got, len(devstack.DemoTenants), doc)
 		}
 	}
 

@@ -422,6 +422,8 @@ func (s *stack) writeEnv() error {
 		{"STAGESUB_TARGET", "local"},
 		{"STAGESUB_APP_BIN", filepath.Join(s.o.BinDir, "stagesub-app")},
 		{"STAGESUB_LOG_DIR", s.o.logDir()},
+		// stagesubctl doctor checks routing and the certificate here.
+		{"STAGESUB_ROUTER_URL", "https://" + s.o.HTTPSAddr},
 	} {
 		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
 	}
