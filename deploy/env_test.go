@@ -2,32 +2,26 @@ package deploy_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"sync"
 	"testing"
 
 	"stagesub.dev/deploy"
-	"stagesub.dev/deploy/consullock"
+	"stagesub.dev/deploy/deploytest"
 	"stagesub.dev/deploy/postgres"
 	"stagesub.dev/deploy/secrets"
 	"stagesub.dev/internal/pgtest"
 	"stagesub.dev/registry"
-	"stagesub.dev/registry/consul"
-	"stagesub.dev/registry/consuldev"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-const (
-	adminRole     = "stagesub_admin"
-	adminPassword = "admin-pw-for-tests"
-	statsPassword = "stats-pw-for-tests"
-)
+const statsPassword = "stats-pw-for-tests"
 
-// testEnv is a provisioning setup on real parts: a Postgres cluster that
-// checks passwords over TCP (scram-sha-256), a non-superuser admin role with
-// CREATEDB and CREATEROLE, the Consul stand-in, and env files in a temp dir.
+// testEnv is a provisioning setup on real parts (deploytest.Env): a Postgres
+// cluster that checks passwords over TCP (scram-sha-256), a non-superuser
+// admin role with CREATEDB and CREATEROLE, the Consul stand-in, and env files
+// in a temp dir.
 type testEnv struct {
 	c       *pgtest.Cluster
 	srv     *postgres.Server
@@ -36,37 +30,11 @@ type testEnv struct {
 	p       *deploy.Provisioner
 }
 
-var adminOnce sync.Once
-
 func newEnv(tb testing.TB) *testEnv {
 	tb.Helper()
-	c := pgtest.Start(tb, pgtest.WithTCP())
-	ctx := context.Background()
-	var adminErr error
-	adminOnce.Do(func() {
-		adminErr = c.Exec(ctx, "postgres", "CREATE ROLE "+adminRole+" LOGIN CREATEDB CREATEROLE PASSWORD '"+adminPassword+"'")
-	})
-	if adminErr != nil {
-		tb.Fatal(adminErr)
-	}
-	srv, err := postgres.Open(ctx, "default", c.TCPURL(adminRole, adminPassword, "postgres"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(srv.Close)
-	cs := consuldev.StartTest(tb, consuldev.Config{})
-	client := cs.Client(tb)
-	e := &testEnv{c: c, srv: srv, store: consul.NewStore(client), secrets: secrets.Dir{Path: tb.TempDir()}}
-	e.p = &deploy.Provisioner{
-		Store:         e.store,
-		Locker:        consullock.Locker{Client: client},
-		Secrets:       e.secrets,
-		Servers:       map[string]deploy.DBServer{"default": srv},
-		DefaultServer: "default",
-		OpenDB:        postgres.OpenTenant,
-		StatsPassword: statsPassword,
-		ConsulAddr:    cs.Addr(),
-	}
+	k := deploytest.MustEnv(tb)
+	e := &testEnv{c: k.Cluster, srv: k.Server, store: k.Store, secrets: k.Secrets, p: k.Provisioner()}
+	e.p.StatsPassword = statsPassword
 	return e
 }
 
@@ -77,22 +45,6 @@ func (e *testEnv) dropTenant(tb testing.TB, slug string) {
 			tb.Logf("drop %s: %v", slug, err)
 		}
 	})
-}
-
-// tenantDB opens slug's database over TCP with the credentials from its env
-// file, so the password is really checked.
-func (e *testEnv) tenantDB(tb testing.TB, slug string) *sql.DB {
-	tb.Helper()
-	env, err := e.secrets.Read(slug)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	db, err := postgres.OpenTenant(context.Background(), env[registry.EnvDatabaseURL])
-	if err != nil {
-		tb.Fatalf("connect as %s with its env file: %v", slug, err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	return db
 }
 
 var errInjected = errors.New("injected failure")

@@ -16,6 +16,7 @@ import (
 
 	"stagesub.dev/app/schema"
 	"stagesub.dev/deploy"
+	"stagesub.dev/deploy/deploytest"
 	"stagesub.dev/deploy/postgres"
 	"stagesub.dev/registry"
 )
@@ -57,7 +58,7 @@ func TestCreate(t *testing.T) {
 	if got, want := env[registry.EnvTenant], "goteborg"; got != want {
 		t.Errorf("STAGESUB_TENANT = %q, want %q", got, want)
 	}
-	db := e.tenantDB(t, "goteborg")
+	db := deploytest.MustTenantDB(t, e.secrets, "goteborg")
 	if slug, err := schema.BoundTenant(ctx, db); err != nil || slug != "goteborg" {
 		t.Errorf("BoundTenant = %q, %v", slug, err)
 	}
@@ -123,7 +124,7 @@ func TestCreateResumes(t *testing.T) {
 			if res.Tenant.Status != registry.StatusActive || res.Tenant.SchemaVersion != schema.Latest() {
 				t.Errorf("record after re-run = %+v", res.Tenant)
 			}
-			db := e.tenantDB(t, slug)
+			db := deploytest.MustTenantDB(t, e.secrets, slug)
 			var admins int
 			if err := db.QueryRowContext(ctx, "SELECT count(*) FROM users").Scan(&admins); err != nil || admins != 1 {
 				t.Errorf("users = %d, %v; want exactly 1", admins, err)
@@ -221,7 +222,7 @@ func TestCreateConcurrent(t *testing.T) {
 	if err != nil || got.Status != registry.StatusActive {
 		t.Fatalf("record = %+v, %v", got, err)
 	}
-	db := e.tenantDB(t, "race")
+	db := deploytest.MustTenantDB(t, e.secrets, "race")
 	var users int
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM users").Scan(&users); err != nil || users != 1 {
 		t.Errorf("users = %d, %v; want 1", users, err)

@@ -6,15 +6,10 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"net"
-	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"stagesub.dev/admin/password"
 )
@@ -147,93 +142,6 @@ func (c *credentials) check(user, pw string) bool {
 		return true
 	}
 	return false
-}
-
-// limiter limits login attempts per client address and over all clients.
-// Its map is bounded: when full it is reset, which only ever grants
-// attempts back, never blocks a legitimate client for longer.
-type limiter struct {
-	perClient rate.Limit
-	burst     int
-	global    *rate.Limiter
-	max       int
-
-	mu      sync.Mutex
-	clients map[string]*rate.Limiter
-}
-
-func newLimiter(perClient rate.Limit, burst int, global rate.Limit, globalBurst int) *limiter {
-	return &limiter{perClient: perClient, burst: burst, global: rate.NewLimiter(global, globalBurst),
-		max: 10000, clients: map[string]*rate.Limiter{}}
-}
-
-func (l *limiter) allow(client string, now time.Time) bool {
-	return l.clientLimiter(client).AllowN(now, 1) && l.global.AllowN(now, 1)
-}
-
-func (l *limiter) clientLimiter(client string) *rate.Limiter {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	cl := l.clients[client]
-	if cl == nil {
-		if len(l.clients) >= l.max {
-			l.clients = map[string]*rate.Limiter{}
-		}
-		cl = rate.NewLimiter(l.perClient, l.burst)
-		l.clients[client] = cl
-	}
-	return cl
-}
-
-// reserve takes one attempt from client's and the global budget before a
-// credential check, or reports false (taking nothing) when either is spent.
-// Calling refund gives the attempt back: callers do so after a successful
-// check, so a monitoring script with the right password is never limited by
-// its own requests, while concurrent wrong guesses each hold an attempt
-// while they are checked (at most the burst run at once).
-func (l *limiter) reserve(client string, now time.Time) (refund func(), ok bool) {
-	cr := l.clientLimiter(client).ReserveN(now, 1)
-	if !cr.OK() || cr.DelayFrom(now) > 0 {
-		cr.CancelAt(now)
-		return nil, false
-	}
-	gr := l.global.ReserveN(now, 1)
-	if !gr.OK() || gr.DelayFrom(now) > 0 {
-		gr.CancelAt(now)
-		cr.CancelAt(now)
-		return nil, false
-	}
-	return func() { gr.CancelAt(now); cr.CancelAt(now) }, true
-}
-
-// clientAddr returns the client's IP: the rightmost X-Forwarded-For entry
-// when the peer is a trusted proxy (the router), else the peer address.
-func clientAddr(r *http.Request, trusted []netip.Prefix) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	xff := r.Header.Values("X-Forwarded-For")
-	if len(xff) == 0 {
-		return peer.String()
-	}
-	for _, p := range trusted {
-		if p.Contains(peer.Unmap()) {
-			last := xff[len(xff)-1]
-			if i := strings.LastIndexByte(last, ','); i >= 0 {
-				last = last[i+1:]
-			}
-			if a, err := netip.ParseAddr(strings.TrimSpace(last)); err == nil {
-				return a.String()
-			}
-			break
-		}
-	}
-	return peer.String()
 }
 
 // revocations holds the nonces of sessions ended by logout, each until its

@@ -31,6 +31,7 @@ import (
 
 	"stagesub.dev/admin"
 	"stagesub.dev/admin/password"
+	"stagesub.dev/app/loginlimit"
 )
 
 // Stats is what the handlers need from the report cache; *admin.Cache
@@ -73,7 +74,7 @@ type Handler struct {
 	o     Options
 	keys  keys
 	creds *credentials
-	limit *limiter
+	limit *loginlimit.Limiter
 	mux   *http.ServeMux
 
 	rendered atomic.Pointer[renderedRows] // rows of the last rendered report
@@ -108,7 +109,7 @@ func New(o Options) (*Handler, error) {
 		o.SessionTTL = 12 * time.Hour
 	}
 	if o.TrustedProxies == nil {
-		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+		o.TrustedProxies = loginlimit.DefaultTrustedProxies()
 	}
 	if o.LoginRate == 0 {
 		o.LoginRate = rate.Every(10 * time.Second)
@@ -126,7 +127,7 @@ func New(o Options) (*Handler, error) {
 		o:       o,
 		keys:    deriveKeys(o.SessionKey, o.PasswordHash),
 		creds:   &credentials{user: o.User, hash: o.PasswordHash, key: mac(o.SessionKey, "basic")},
-		limit:   newLimiter(o.LoginRate, o.LoginBurst, rate.Limit(1), 30),
+		limit:   loginlimit.New(o.LoginRate, o.LoginBurst, loginlimit.DefaultGlobalRate, loginlimit.DefaultGlobalBurst),
 		mux:     http.NewServeMux(),
 		revoked: &revocations{until: map[string]time.Time{}},
 	}
@@ -276,8 +277,8 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.renderLogin(w, r, http.StatusForbidden, "Your session form expired; please try again.", "")
 		return
 	}
-	client := clientAddr(r, h.o.TrustedProxies)
-	if !h.limit.allow(client, h.o.Now()) {
+	client := loginlimit.ClientIP(r, h.o.TrustedProxies)
+	if !h.limit.Allow(client, h.o.Now()) {
 		h.o.Logger.Warn("login rate limited", "client", client)
 		w.Header().Set("Retry-After", "60")
 		h.renderLogin(w, r, http.StatusTooManyRequests, "Too many login attempts; wait a minute.", "")
@@ -301,7 +302,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r)
 	h.revoked.add(s.nonce, s.expires, h.o.Now())
-	h.o.Logger.Info("logout", "client", clientAddr(r, h.o.TrustedProxies))
+	h.o.Logger.Info("logout", "client", loginlimit.ClientIP(r, h.o.TrustedProxies))
 	h.setCookie(w, SessionCookie, "", -1)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
@@ -328,9 +329,9 @@ func (h *Handler) apiStats(w http.ResponseWriter, r *http.Request) {
 		}
 		// The limiter comes first: a limited client gets 429 whatever it
 		// sends, and no password hash is computed for it.
-		client := clientAddr(r, h.o.TrustedProxies)
+		client := loginlimit.ClientIP(r, h.o.TrustedProxies)
 		now := h.o.Now()
-		refund, ok := h.limit.reserve(client, now)
+		refund, ok := h.limit.Reserve(client, now)
 		if !ok {
 			h.o.Logger.Warn("basic auth rate limited", "client", client)
 			w.Header().Set("Retry-After", "60")

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"stagesub.dev/app"
+	"stagesub.dev/app/loginlimit"
 )
 
 // Header names set by the router.
@@ -82,7 +83,7 @@ type Server struct {
 	handler http.Handler
 	pages   *pages
 	metrics *httpMetrics
-	limit   *limiter
+	limit   *loginlimit.Limiter
 }
 
 // NewServer builds the handler with every route.
@@ -100,7 +101,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.SessionTTL = 12 * time.Hour
 	}
 	if cfg.TrustedProxies == nil {
-		cfg.TrustedProxies = DefaultTrustedProxies()
+		cfg.TrustedProxies = loginlimit.DefaultTrustedProxies()
 	}
 	if cfg.LoginRate == 0 {
 		cfg.LoginRate = DefaultLoginRate
@@ -114,7 +115,7 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: p,
-		limit: newLimiter(cfg.LoginRate, cfg.LoginBurst)}
+		limit: loginlimit.New(cfg.LoginRate, cfg.LoginBurst, loginlimit.DefaultGlobalRate, loginlimit.DefaultGlobalBurst)}
 	if cfg.Registerer != nil {
 		if s.metrics, err = newHTTPMetrics(cfg.Registerer); err != nil {
 			return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"stagesub.dev/app/schema"
 	"stagesub.dev/deploy/backup"
+	"stagesub.dev/deploy/deploytest"
 	"stagesub.dev/deploy/postgres"
 	"stagesub.dev/registry"
 )
@@ -21,7 +22,7 @@ func TestRoundTrip(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.tenant(t, "roundtrip", 120)
-	want := checksums(t, e.tenantDB(t, "roundtrip"), false)
+	want := checksums(t, deploytest.MustTenantDB(t, e.secrets, "roundtrip"), false)
 
 	res := e.svc.Backup(ctx, "roundtrip", backup.Options{Dir: e.dir})
 	if res.Err != nil {
@@ -64,7 +65,7 @@ func TestRoundTrip(t *testing.T) {
 	if got, want := rec.Database.Name, rr.Database; got != want {
 		t.Errorf("record database = %q, want %q", got, want)
 	}
-	db := e.tenantDB(t, "roundtrip") // env file rewritten to the new database
+	db := deploytest.MustTenantDB(t, e.secrets, "roundtrip") // env file rewritten to the new database
 	var cur string
 	db.QueryRowContext(ctx, "SELECT current_database()").Scan(&cur)
 	if got, want := cur, rr.Database; got != want {
@@ -118,7 +119,7 @@ func TestRestoreLive(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.tenant(t, "live", 30)
-	want := checksums(t, e.tenantDB(t, "live"), true)
+	want := checksums(t, deploytest.MustTenantDB(t, e.secrets, "live"), true)
 	res := e.svc.Backup(ctx, "live", backup.Options{Dir: e.dir})
 	if res.Err != nil {
 		t.Fatal(res.Err)
@@ -128,7 +129,7 @@ func TestRestoreLive(t *testing.T) {
 		t.Fatalf("restore over live: err = %v, want ECONFLICT naming --force", err)
 	}
 	// Changes after the backup disappear with the restore.
-	if _, err := e.tenantDB(t, "live").ExecContext(ctx, "DELETE FROM requests"); err != nil {
+	if _, err := deploytest.MustTenantDB(t, e.secrets, "live").ExecContext(ctx, "DELETE FROM requests"); err != nil {
 		t.Fatal(err)
 	}
 	req.Force, req.DropOld = true, true
@@ -151,7 +152,7 @@ func TestRestoreLive(t *testing.T) {
 	if ok, _ := e.srv.DatabaseExists(ctx, "orchestra_live"); ok {
 		t.Errorf("orchestra_live still exists after --drop-old")
 	}
-	equalMaps(t, checksums(t, e.tenantDB(t, "live"), true), want)
+	equalMaps(t, checksums(t, deploytest.MustTenantDB(t, e.secrets, "live"), true), want)
 
 	e.drop(t, "live-copy")
 	req = backup.RestoreRequest{Slug: "live", File: res.Path, Identities: []age.Identity{e.id}, Into: "live-copy"}
@@ -162,7 +163,7 @@ func TestRestoreLive(t *testing.T) {
 	if !rc.Created || rc.Tenant.Status != registry.StatusActive || rc.Tenant.Database.Name != "orchestra_live_copy" {
 		t.Errorf("into result = %+v", rc.Tenant)
 	}
-	db := e.tenantDB(t, "live-copy")
+	db := deploytest.MustTenantDB(t, e.secrets, "live-copy")
 	equalMaps(t, checksums(t, db, true), want)
 	if slug, _ := schema.BoundTenant(ctx, db); slug != "live-copy" {
 		t.Errorf("copy bound to %q, want live-copy", slug)

@@ -10,6 +10,7 @@ import (
 
 	"stagesub.dev/deploy"
 	"stagesub.dev/deploy/backup"
+	"stagesub.dev/deploy/deploytest"
 	"stagesub.dev/registry"
 )
 
@@ -47,7 +48,7 @@ func createFleet(b *testing.B, e *testEnv, prefix string, n int) []string {
 	}
 	// Demo data (40 musicians, 6 projects, 3 requests) in every tenant.
 	for _, s := range slugs {
-		db := e.tenantDB(b, s)
+		db := deploytest.MustTenantDB(b, e.secrets, s)
 		if _, err := db.ExecContext(ctx, `
 			INSERT INTO musicians (name, instrument, email) SELECT 'M ' || i, 'violin', 'm' || i || '@x.se' FROM generate_series(1, 40) i;
 			INSERT INTO projects (name, starts_on, ends_on) SELECT 'P ' || i, date '2027-01-01' + i, date '2027-01-03' + i FROM generate_series(1, 6) i;`); err != nil {
@@ -93,7 +94,7 @@ func BenchmarkRestore10k(b *testing.B) {
 	ctx := context.Background()
 	slug := "big"
 	e.tenant(b, slug, 1)
-	db := e.tenantDB(b, slug)
+	db := deploytest.MustTenantDB(b, e.secrets, slug)
 	if _, err := db.ExecContext(ctx, `
 		INSERT INTO musicians (name, instrument, email, phone, notes)
 			SELECT 'Musician ' || i, (ARRAY['violin','viola','cello','flute','horn'])[1 + i % 5], 'm' || i || '@example.org', '+46 70 ' || i, repeat('n', i % 50)

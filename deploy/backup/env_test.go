@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"filippo.io/age"
@@ -15,26 +14,18 @@ import (
 	"stagesub.dev/app/schema"
 	"stagesub.dev/deploy"
 	"stagesub.dev/deploy/backup"
-	"stagesub.dev/deploy/consullock"
+	"stagesub.dev/deploy/deploytest"
 	"stagesub.dev/deploy/postgres"
 	"stagesub.dev/deploy/secrets"
 	"stagesub.dev/internal/pgtest"
 	"stagesub.dev/registry"
-	"stagesub.dev/registry/consul"
-	"stagesub.dev/registry/consuldev"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-const (
-	adminRole     = "stagesub_admin"
-	adminPassword = "admin-pw-for-tests"
-)
-
-var adminOnce sync.Once
-
-// testEnv is real Postgres (TCP, scram, a non-superuser CREATEDB CREATEROLE
-// admin), the Consul stand-in, env files in a temp dir, Debian's pg_dump.
+// testEnv is deploytest.Env (real Postgres over TCP with scram, a
+// non-superuser CREATEDB CREATEROLE admin, the Consul stand-in, env files in a
+// temp dir) plus Debian's pg_dump.
 type testEnv struct {
 	c       *pgtest.Cluster
 	srv     *postgres.Server
@@ -70,36 +61,16 @@ func toolsDir(tb testing.TB) string {
 
 func newEnv(tb testing.TB) *testEnv {
 	tb.Helper()
-	c := pgtest.Start(tb, pgtest.WithTCP())
+	k := deploytest.MustEnv(tb)
 	bin := toolsDir(tb)
-	ctx := context.Background()
-	var err error
-	adminOnce.Do(func() {
-		err = c.Exec(ctx, "postgres", "CREATE ROLE "+adminRole+" LOGIN CREATEDB CREATEROLE PASSWORD '"+adminPassword+"'")
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv, err := postgres.Open(ctx, "default", c.TCPURL(adminRole, adminPassword, "postgres"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(srv.Close)
-	cs := consuldev.StartTest(tb, consuldev.Config{})
-	client := cs.Client(tb)
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e := &testEnv{c: c, srv: srv, store: consul.NewStore(client), secrets: secrets.Dir{Path: tb.TempDir()}, dir: tb.TempDir(), id: id}
-	e.p = &deploy.Provisioner{
-		Store: e.store, Locker: consullock.Locker{Client: client}, Secrets: e.secrets,
-		Servers: map[string]deploy.DBServer{"default": srv}, DefaultServer: "default",
-		OpenDB: postgres.OpenTenant, ConsulAddr: cs.Addr(),
-	}
+	e := &testEnv{c: k.Cluster, srv: k.Server, store: k.Store, secrets: k.Secrets, p: k.Provisioner(), dir: tb.TempDir(), id: id}
 	e.svc = &backup.Service{
-		Store: e.store, Secrets: e.secrets, Servers: map[string]backup.Server{"default": srv},
-		DefaultServer: "default", Tools: backup.Tools{BinDir: bin}, Locker: consullock.Locker{Client: client},
+		Store: e.store, Secrets: e.secrets, Servers: map[string]backup.Server{deploytest.ServerName: e.srv},
+		DefaultServer: deploytest.ServerName, Tools: backup.Tools{BinDir: bin}, Locker: k.Locker(),
 	}
 	return e
 }
@@ -118,7 +89,7 @@ func (e *testEnv) tenant(tb testing.TB, slug string, musicians int) {
 	}); err != nil {
 		tb.Fatal(err)
 	}
-	if err := schema.SeedDemo(ctx, e.tenantDB(tb, slug), schema.SeedOptions{Musicians: musicians, Projects: 5, Requests: 3}); err != nil {
+	if err := schema.SeedDemo(ctx, deploytest.MustTenantDB(tb, e.secrets, slug), schema.SeedOptions{Musicians: musicians, Projects: 5, Requests: 3}); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -133,21 +104,6 @@ func (e *testEnv) drop(tb testing.TB, slug string) {
 		}
 		e.srv.DropTenant(ctx, slug)
 	})
-}
-
-// tenantDB connects with the tenant's env file (over TCP, password checked).
-func (e *testEnv) tenantDB(tb testing.TB, slug string) *sql.DB {
-	tb.Helper()
-	env, err := e.secrets.Read(slug)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	db, err := postgres.OpenTenant(context.Background(), env[registry.EnvDatabaseURL])
-	if err != nil {
-		tb.Fatalf("connect as %s: %v", slug, err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	return db
 }
 
 // checksums returns an md5 of every app table's full content (tenant_meta

@@ -5,25 +5,19 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
-	"stagesub.dev/deploy"
-	"stagesub.dev/deploy/consullock"
+	"stagesub.dev/deploy/deploytest"
 	"stagesub.dev/deploy/importshared"
 	"stagesub.dev/deploy/postgres"
 	"stagesub.dev/deploy/secrets"
 	"stagesub.dev/internal/pgtest"
 	"stagesub.dev/registry"
-	"stagesub.dev/registry/consul"
-	"stagesub.dev/registry/consuldev"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-var adminOnce sync.Once
 
 // legacySQL is a shared database of four orchestras; table names sort so
 // that alphabetical order would break the foreign keys (requests → users).
@@ -62,28 +56,10 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	c := pgtest.Start(t, pgtest.WithTCP())
+	k := deploytest.MustEnv(t)
 	ctx := context.Background()
-	var err error
-	adminOnce.Do(func() {
-		err = c.Exec(ctx, "postgres", "CREATE ROLE stagesub_admin LOGIN CREATEDB CREATEROLE PASSWORD 'admin-pw'")
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := postgres.Open(ctx, "default", c.TCPURL("stagesub_admin", "admin-pw", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	cs := consuldev.StartTest(t, consuldev.Config{})
-	client := cs.Client(t)
-	e := &env{c: c, srv: srv, store: consul.NewStore(client), sec: secrets.Dir{Path: t.TempDir()}}
-	e.im = &importshared.Importer{Provisioner: &deploy.Provisioner{
-		Store: e.store, Locker: consullock.Locker{Client: client}, Secrets: e.sec,
-		Servers: map[string]deploy.DBServer{"default": srv}, DefaultServer: "default",
-		OpenDB: postgres.OpenTenant, ConsulAddr: cs.Addr(),
-	}}
+	c := k.Cluster
+	e := &env{c: c, srv: k.Server, store: k.Store, sec: k.Secrets, im: &importshared.Importer{Provisioner: k.Provisioner()}}
 	_, e.legacy = c.CreateDB(t, "")
 	conn := e.conn(t, e.legacy)
 	if _, err := conn.Exec(ctx, legacySQL); err != nil {

@@ -12,19 +12,15 @@ import (
 
 	"stagesub.dev/deploy"
 	"stagesub.dev/deploy/backup"
-	"stagesub.dev/deploy/consullock"
+	"stagesub.dev/deploy/deploytest"
 	"stagesub.dev/deploy/postgres"
 	"stagesub.dev/deploy/secrets"
 	"stagesub.dev/deploy/teardown"
 	"stagesub.dev/internal/pgtest"
 	"stagesub.dev/registry"
-	"stagesub.dev/registry/consul"
-	"stagesub.dev/registry/consuldev"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-var adminOnce sync.Once
 
 // target is a deploy target whose instance state the test sets.
 type target struct {
@@ -71,38 +67,19 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	c := pgtest.Start(t, pgtest.WithTCP())
+	k := deploytest.MustEnv(t)
 	if _, err := (backup.Tools{}).Path("pg_dump"); err != nil {
 		if pgtest.Required() {
 			t.Fatal(err)
 		}
 		t.Skip(err)
 	}
-	ctx := context.Background()
-	var err error
-	adminOnce.Do(func() {
-		err = c.Exec(ctx, "postgres", "CREATE ROLE stagesub_admin LOGIN CREATEDB CREATEROLE PASSWORD 'admin-pw'")
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := postgres.Open(ctx, "default", c.TCPURL("stagesub_admin", "admin-pw", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	cs := consuldev.StartTest(t, consuldev.Config{})
-	client := cs.Client(t)
 	id, _ := age.GenerateX25519Identity()
-	e := &env{srv: srv, store: consul.NewStore(client), sec: secrets.Dir{Path: t.TempDir()}, tg: &target{}, id: id, dir: t.TempDir()}
-	e.p = &deploy.Provisioner{
-		Store: e.store, Locker: consullock.Locker{Client: client}, Secrets: e.sec,
-		Servers: map[string]deploy.DBServer{"default": srv}, DefaultServer: "default", OpenDB: postgres.OpenTenant,
-	}
-	svc := &backup.Service{Store: e.store, Secrets: e.sec, Servers: map[string]backup.Server{"default": srv}, DefaultServer: "default"}
+	e := &env{srv: k.Server, store: k.Store, sec: k.Secrets, p: k.Provisioner(), tg: &target{}, id: id, dir: t.TempDir()}
+	svc := &backup.Service{Store: e.store, Secrets: e.sec, Servers: map[string]backup.Server{deploytest.ServerName: e.srv}, DefaultServer: deploytest.ServerName}
 	e.d = &teardown.Deleter{
-		Store: e.store, Secrets: e.sec, Servers: map[string]teardown.Server{"default": srv}, DefaultServer: "default",
-		Backup: svc, Locker: consullock.Locker{Client: client}, Target: e.tg,
+		Store: e.store, Secrets: e.sec, Servers: map[string]teardown.Server{deploytest.ServerName: e.srv}, DefaultServer: deploytest.ServerName,
+		Backup: svc, Locker: k.Locker(), Target: e.tg,
 	}
 	return e
 }

@@ -489,12 +489,8 @@ func (s *Server) agentServices(w http.ResponseWriter, r *http.Request) (any, err
 	out := map[string]*api.AgentService{}
 	for id, svc := range s.agent.services {
 		v := s.buildAgentService(svc.Service)
-		ok, err := o.match(v)
-		if err != nil {
+		if err := putMatch(o, out, id, v); err != nil {
 			return nil, err
-		}
-		if ok {
-			out[id] = v
 		}
 	}
 	return out, nil
@@ -559,12 +555,8 @@ func (s *Server) agentChecks(w http.ResponseWriter, r *http.Request) (any, error
 	out := map[string]*api.AgentCheck{}
 	for id, c := range s.agent.checks {
 		v := agentCheckView(c.Check)
-		ok, err := o.match(v)
-		if err != nil {
+		if err := putMatch(o, out, id, v); err != nil {
 			return nil, err
-		}
-		if ok {
-			out[id] = v
 		}
 	}
 	return out, nil
@@ -729,31 +721,34 @@ const (
 	defaultSvcMaintNote = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
 )
 
-func (s *Server) agentNodeMaintenance(w http.ResponseWriter, r *http.Request) (any, error) {
+// maintenanceQuery reads ?enable (required, a boolean) and ?reason
+// (defaultReason when empty) of a maintenance request, with Consul's 400
+// errors.
+func maintenanceQuery(r *http.Request, defaultReason string) (on bool, reason string, err error) {
 	q := r.URL.Query()
 	enable := q.Get("enable")
 	if enable == "" {
-		return nil, errf(400, "Missing value for enable")
+		return false, "", errf(400, "Missing value for enable")
 	}
-	on, err := queryBool(q, "enable")
+	on, err = queryBool(q, "enable")
 	if err != nil {
-		return nil, errf(400, "Invalid value for enable: %q", enable)
+		return false, "", errf(400, "Invalid value for enable: %q", enable)
 	}
-	reason := q.Get("reason")
+	reason = q.Get("reason")
 	if reason == "" {
-		reason = defaultMaintReason
+		reason = defaultReason
+	}
+	return on, reason, nil
+}
+
+func (s *Server) agentNodeMaintenance(w http.ResponseWriter, r *http.Request) (any, error) {
+	on, reason, err := maintenanceQuery(r, defaultMaintReason)
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	idx := s.st.Index + 1
-	if on {
-		if s.agent.checks[nodeMaintCheckID] == nil {
-			s.addMaintCheck(idx, nodeMaintCheckID, "Node Maintenance Mode", reason, "")
-		}
-	} else {
-		s.removeCheckLocked(idx, nodeMaintCheckID)
-	}
-	s.commit()
+	s.setMaintCheck(on, nodeMaintCheckID, "Node Maintenance Mode", reason, "")
 	return nil, nil
 }
 
@@ -762,35 +757,32 @@ func (s *Server) agentServiceMaintenance(w http.ResponseWriter, r *http.Request)
 	if id == "" {
 		return nil, errf(400, "Missing service ID")
 	}
-	q := r.URL.Query()
-	enable := q.Get("enable")
-	if enable == "" {
-		return nil, errf(400, "Missing value for enable")
-	}
-	on, err := queryBool(q, "enable")
+	on, reason, err := maintenanceQuery(r, defaultSvcMaintNote)
 	if err != nil {
-		return nil, errf(400, "Invalid value for enable: %q", enable)
-	}
-	reason := q.Get("reason")
-	if reason == "" {
-		reason = defaultSvcMaintNote
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.agent.services[id] == nil {
 		return nil, errf(404, "Unknown service ID %q. Ensure that the service ID is passed, not the service name.", id)
 	}
+	s.setMaintCheck(on, serviceMaintPrefix+id, "Service Maintenance Mode", reason, id)
+	return nil, nil
+}
+
+// setMaintCheck turns maintenance on (adds the critical check id, notes
+// reason, unless it exists) or off (removes it) and commits. serviceID is
+// empty for the node's maintenance. Caller holds s.mu.
+func (s *Server) setMaintCheck(on bool, id, name, reason, serviceID string) {
 	idx := s.st.Index + 1
-	cid := serviceMaintPrefix + id
 	if on {
-		if s.agent.checks[cid] == nil {
-			s.addMaintCheck(idx, cid, "Service Maintenance Mode", reason, id)
+		if s.agent.checks[id] == nil {
+			s.addMaintCheck(idx, id, name, reason, serviceID)
 		}
 	} else {
-		s.removeCheckLocked(idx, cid)
+		s.removeCheckLocked(idx, id)
 	}
 	s.commit()
-	return nil, nil
 }
 
 func (s *Server) addMaintCheck(idx uint64, id, name, reason, serviceID string) {

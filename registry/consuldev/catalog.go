@@ -312,7 +312,7 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, erro
 	}
 	var out []*api.Node
 	index := func() uint64 { return s.st.maxIndex(tNodes) }
-	idx, err := s.blockIndex(r, o, index, func() error {
+	err = s.blockingRead(w, r, o, index, func() error {
 		out = []*api.Node{}
 		for _, name := range s.st.sortedNodeNames() {
 			n := s.st.Nodes[name]
@@ -320,12 +320,8 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, erro
 				continue
 			}
 			cp := copyNode(n)
-			ok, err := o.match(cp)
-			if err != nil {
+			if err := appendMatch(o, &out, cp); err != nil {
 				return err
-			}
-			if ok {
-				out = append(out, cp)
 			}
 		}
 		return nil
@@ -333,8 +329,6 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	setMeta(w, idx)
-	setConsistency(w, r)
 	return out, nil
 }
 
@@ -347,7 +341,7 @@ func (s *Server) nodeServices(w http.ResponseWriter, r *http.Request, node strin
 	var n *api.Node
 	var svcs []*api.AgentService
 	index := func() uint64 { return s.st.maxIndex(tNodes, tServices) }
-	idx, err := s.blockIndex(r, o, index, func() error {
+	err = s.blockingRead(w, r, o, index, func() error {
 		n, svcs = nil, nil
 		if cur := s.st.Nodes[node]; cur != nil {
 			n = copyNode(cur)
@@ -358,12 +352,8 @@ func (s *Server) nodeServices(w http.ResponseWriter, r *http.Request, node strin
 			sort.Strings(ids)
 			for _, id := range ids {
 				svc := copyService(s.st.Services[node][id])
-				ok, err := o.match(svc)
-				if err != nil {
+				if err := appendMatch(o, &svcs, svc); err != nil {
 					return err
-				}
-				if ok {
-					svcs = append(svcs, svc)
 				}
 			}
 		}
@@ -372,8 +362,6 @@ func (s *Server) nodeServices(w http.ResponseWriter, r *http.Request, node strin
 	if err != nil {
 		return nil, nil, err
 	}
-	setMeta(w, idx)
-	setConsistency(w, r)
 	return n, svcs, nil
 }
 
@@ -421,7 +409,7 @@ func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, e
 	}
 	var out map[string][]string
 	index := func() uint64 { return s.st.maxIndex(tServices) }
-	idx, err := s.blockIndex(r, o, index, func() error {
+	err = s.blockingRead(w, r, o, index, func() error {
 		out = map[string][]string{}
 		seen := map[string]map[string]bool{}
 		for _, node := range s.st.sortedNodeNames() {
@@ -456,8 +444,6 @@ func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, e
 	if err != nil {
 		return nil, err
 	}
-	setMeta(w, idx)
-	setConsistency(w, r)
 	return out, nil
 }
 
@@ -473,7 +459,7 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 	tags := r.URL.Query()["tag"]
 	var out []*api.CatalogService
 	index := func() uint64 { return s.st.serviceIndex(name, false) }
-	idx, err := s.blockIndex(r, o, index, func() error {
+	err = s.blockingRead(w, r, o, index, func() error {
 		out = []*api.CatalogService{}
 		for _, pair := range s.serviceInstances(name, o) {
 			n, svc := pair[0].(*api.Node), pair[1].(*api.AgentService)
@@ -481,12 +467,8 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 				continue
 			}
 			row := s.catalogRow(copyNode(n), copyService(svc))
-			ok, err := o.match(row)
-			if err != nil {
+			if err := appendMatch(o, &out, row); err != nil {
 				return err
-			}
-			if ok {
-				out = append(out, row)
 			}
 		}
 		return nil
@@ -494,8 +476,6 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
-	setMeta(w, idx)
-	setConsistency(w, r)
 	return out, nil
 }
 
@@ -523,7 +503,7 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 	var out []*api.ServiceEntry // when pretty
 	var raw jsonArray           // otherwise
 	index := func() uint64 { return s.st.serviceIndex(name, true) }
-	idx, err := s.blockIndex(r, o, index, func() error {
+	err = s.blockingRead(w, r, o, index, func() error {
 		out, raw = []*api.ServiceEntry{}, jsonArray{}
 		for _, pair := range s.serviceInstances(name, o) {
 			n, svc := pair[0].(*api.Node), pair[1].(*api.AgentService)
@@ -564,8 +544,6 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	setMeta(w, idx)
-	setConsistency(w, r)
 	if pretty {
 		return out, nil
 	}
@@ -593,7 +571,7 @@ func (s *Server) healthChecksQuery(w http.ResponseWriter, r *http.Request, index
 		return nil, err
 	}
 	var out []*api.HealthCheck
-	idx, err := s.blockIndex(r, o, index, func() error {
+	err = s.blockingRead(w, r, o, index, func() error {
 		out = []*api.HealthCheck{}
 		for _, node := range s.st.sortedNodeNames() {
 			if !o.metaMatch(s.st.Nodes[node].Meta) {
@@ -603,12 +581,8 @@ func (s *Server) healthChecksQuery(w http.ResponseWriter, r *http.Request, index
 				if !pick(c) {
 					continue
 				}
-				ok, err := o.match(c)
-				if err != nil {
+				if err := appendMatch(o, &out, c); err != nil {
 					return err
-				}
-				if ok {
-					out = append(out, c)
 				}
 			}
 		}
@@ -617,8 +591,6 @@ func (s *Server) healthChecksQuery(w http.ResponseWriter, r *http.Request, index
 	if err != nil {
 		return nil, err
 	}
-	setMeta(w, idx)
-	setConsistency(w, r)
 	return out, nil
 }
 

@@ -289,6 +289,32 @@ func (o *queryOpts) match(v any) (bool, error) {
 	return ok, nil
 }
 
+// appendMatch appends v to *out when it matches o's filter; it returns the
+// filter's evaluation error.
+func appendMatch[T any](o *queryOpts, out *[]T, v T) error {
+	ok, err := o.match(v)
+	if err != nil {
+		return err
+	}
+	if ok {
+		*out = append(*out, v)
+	}
+	return nil
+}
+
+// putMatch sets out[key] to v when v matches o's filter; it returns the
+// filter's evaluation error.
+func putMatch[T any](o *queryOpts, out map[string]T, key string, v T) error {
+	ok, err := o.match(v)
+	if err != nil {
+		return err
+	}
+	if ok {
+		out[key] = v
+	}
+	return nil
+}
+
 func (o *queryOpts) metaMatch(meta map[string]string) bool {
 	for k, v := range o.nodeMeta {
 		if mv, ok := meta[k]; !ok || mv != v {
@@ -393,6 +419,19 @@ func (s *Server) blockIndex(r *http.Request, o *queryOpts, index func() uint64, 
 			return 0, errWritten
 		}
 	}
+}
+
+// blockingRead is blockIndex for a catalog or health read: when the query
+// answers it writes the query-metadata and consistency headers (setMeta,
+// setConsistency). On error it writes nothing.
+func (s *Server) blockingRead(w http.ResponseWriter, r *http.Request, o *queryOpts, index func() uint64, build func() error) error {
+	idx, err := s.blockIndex(r, o, index, build)
+	if err != nil {
+		return err
+	}
+	setMeta(w, idx)
+	setConsistency(w, r)
+	return nil
 }
 
 // setMeta writes the query-metadata headers of a read.

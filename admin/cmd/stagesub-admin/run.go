@@ -29,6 +29,7 @@ import (
 	"stagesub.dev/admin/password"
 	"stagesub.dev/admin/postgres"
 	"stagesub.dev/admin/prometheus"
+	"stagesub.dev/app/loginlimit"
 	"stagesub.dev/registry"
 	"stagesub.dev/registry/consul"
 )
@@ -183,13 +184,13 @@ func (m *Main) Load(args, environ []string) error {
 		}
 	}
 	if v := env[EnvTrustedProxies]; v != "" {
-		p, err := ParseTrustedProxies(v)
+		p, err := loginlimit.ParseTrustedProxies(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", EnvTrustedProxies, err))
 		}
 		c.TrustedProxies = p
 	} else {
-		c.TrustedProxies = DefaultTrustedProxies()
+		c.TrustedProxies = loginlimit.DefaultTrustedProxies()
 	}
 	if _, err := postgres.New(postgres.Config{DSN: c.StatsDSN}); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", EnvStatsDSN, err))
@@ -200,37 +201,6 @@ func (m *Main) Load(args, environ []string) error {
 	m.Config = c
 	m.Logger = slog.New(slog.NewTextHandler(m.stderr, &slog.HandlerOptions{Level: c.LogLevel}))
 	return nil
-}
-
-// DefaultTrustedProxies returns loopback (a router on the same host).
-func DefaultTrustedProxies() []netip.Prefix {
-	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-}
-
-// ParseTrustedProxies parses a comma-separated list of CIDRs (a bare
-// address means that one host). Empty items are skipped; the result is
-// never empty on success.
-func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		if a, err := netip.ParseAddr(item); err == nil {
-			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-			continue
-		}
-		p, err := netip.ParsePrefix(item)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR like 10.0.0.0/8 or an IP address", item)
-		}
-		out = append(out, p.Masked())
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no CIDR given")
-	}
-	return out, nil
 }
 
 func or(v, def string) string {

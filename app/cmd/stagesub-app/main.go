@@ -51,6 +51,7 @@ import (
 
 	"stagesub.dev/app"
 	apphttp "stagesub.dev/app/http"
+	"stagesub.dev/app/loginlimit"
 	"stagesub.dev/app/postgres"
 	"stagesub.dev/app/schema"
 	"stagesub.dev/registry"
@@ -183,7 +184,7 @@ func (m *Main) Load(args, environ []string) error {
 		return fmt.Errorf("%s %q must be true or false", EnvRegister, v)
 	}
 	if v := get(EnvTrustedProxies, ""); v != "" {
-		p, err := apphttp.ParseTrustedProxies(v)
+		p, err := loginlimit.ParseTrustedProxies(v)
 		if err != nil {
 			return fmt.Errorf("%s: %v", EnvTrustedProxies, err)
 		}

@@ -4,27 +4,21 @@ import (
 	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 
 	"stagesub.dev/deploy/cmd/stagesubctl/ctl"
+	"stagesub.dev/deploy/deploytest"
 	"stagesub.dev/deploy/postgres"
 	"stagesub.dev/internal/pgtest"
 	"stagesub.dev/registry"
-	"stagesub.dev/registry/consul"
 	"stagesub.dev/registry/consuldev"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-const (
-	adminRole     = "stagesub_admin"
-	adminPassword = "admin-pw-for-tests"
-)
-
-// fixture is a stagesubctl environment on real parts: Postgres checking
-// passwords over TCP with a non-superuser CREATEDB CREATEROLE admin role,
-// the Consul stand-in, and a secrets dir.
+// fixture is a stagesubctl environment on real parts (deploytest.Env):
+// Postgres checking passwords over TCP with a non-superuser CREATEDB
+// CREATEROLE admin role, the Consul stand-in, and a secrets dir.
 type fixture struct {
 	c       *pgtest.Cluster
 	env     []string
@@ -34,30 +28,13 @@ type fixture struct {
 	secrets string
 }
 
-var adminOnce sync.Once
-
 func newFixture(tb testing.TB) *fixture {
 	tb.Helper()
-	c := pgtest.Start(tb, pgtest.WithTCP())
-	ctx := context.Background()
-	var err error
-	adminOnce.Do(func() {
-		err = c.Exec(ctx, "postgres", "CREATE ROLE "+adminRole+" LOGIN CREATEDB CREATEROLE PASSWORD '"+adminPassword+"'")
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cs := consuldev.StartTest(tb, consuldev.Config{})
-	adminURL := c.TCPURL(adminRole, adminPassword, "postgres")
-	srv, err := postgres.Open(ctx, "default", adminURL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(srv.Close)
-	f := &fixture{c: c, consul: cs, store: consul.NewStore(cs.Client(tb)), srv: srv, secrets: tb.TempDir()}
+	k := deploytest.MustEnv(tb)
+	f := &fixture{c: k.Cluster, consul: k.Consul, store: k.Store, srv: k.Server, secrets: k.Secrets.Path}
 	f.env = []string{
-		"STAGESUB_PG_ADMIN_URL=" + adminURL,
-		"CONSUL_HTTP_ADDR=" + cs.Addr(),
+		"STAGESUB_PG_ADMIN_URL=" + k.AdminURL,
+		"CONSUL_HTTP_ADDR=" + k.Consul.Addr(),
 		"STAGESUB_SECRETS_DIR=" + f.secrets,
 		"STAGESUB_STATS_PASSWORD=stats-pw",
 		"STAGESUB_BASE_DOMAIN=stagesub.test",
