@@ -125,7 +125,17 @@ func (s *system) testBrowser(t *testing.T, chromium string) {
 	}
 	shot := func(name string) chromedp.Action[chromedp.Void] {
 		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			buf, err := chromedp.FullScreenshot(100)(ctx, tg) // quality 100: PNG
+			// A page still being laid out (a busy machine) has no size yet
+			// and Chromium refuses with "0 width": wait for layout, bounded.
+			var buf []byte
+			var err error
+			for try := 0; try < 25; try++ {
+				buf, err = chromedp.FullScreenshot(100)(ctx, tg) // quality 100: PNG
+				if err == nil || !strings.Contains(err.Error(), "0 width") {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
 			if err != nil {
 				return err
 			}
