@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"testing"
@@ -127,5 +129,40 @@ func BenchmarkConvergence(b *testing.B) {
 		}
 		b.ReportMetric(q(ds, 0.5), "p50-ms")
 		b.ReportMetric(q(ds, 0.99), "p99-ms")
+	})
+}
+
+// BenchmarkThroughput measures GETs through the whole router (Main
+// in-process, TLS off, access log on through its buffer to io.Discard) to an
+// upstream process, over 64 keep-alive client connections, like
+// scripts/bench-router. The client's goroutines carry the pprof label
+// side=client, so a CPU profile shows the router alone with
+// `go tool pprof -tagignore side=client`.
+func BenchmarkThroughput(b *testing.B) {
+	f := startFleet(b)
+	up := startUpstream(b, "bench")
+	f.tenant(b, "goteborg", registry.StatusActive)
+	f.register(b, "goteborg", up.Addr)
+	m := startRouter(b, f, "STAGESUB_TLS_MODE=off")
+	c := client(b, m, false)
+	waitFor(b, 10*time.Second, "goteborg routed", func() bool {
+		return len(m.Tables().Load().Lookup("goteborg."+base).Backends) == 1
+	})
+	b.ReportAllocs()
+	b.SetParallelism(32) // 64 connections on 2 CPUs
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("side", "client")))
+		for pb.Next() {
+			resp, err := c.Get("http://goteborg." + base + "/")
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
 	})
 }
