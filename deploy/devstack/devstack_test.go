@@ -1,7 +1,6 @@
 package devstack_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"stagesub.dev/deploy/devstack"
+	"stagesub.dev/internal/syncbuf"
 )
 
 func required() bool { return os.Getenv("CI") == "true" || os.Getenv("PGTEST_REQUIRED") == "1" }
@@ -72,35 +71,17 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// syncBuffer is an io.Writer safe for the stack's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // running is one dev stack started by devstack.Run in the test process.
 type running struct {
 	cancel context.CancelFunc
 	done   chan error
-	out    *syncBuffer
+	out    *syncbuf.Buffer
 }
 
 func start(t *testing.T, args []string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1), out: &syncBuffer{}}
+	r := &running{cancel: cancel, done: make(chan error, 1), out: &syncbuf.Buffer{}}
 	go func() { r.done <- devstack.Run(ctx, args, os.Environ(), r.out, r.out) }()
 	return r
 }

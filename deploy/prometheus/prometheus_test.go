@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"stagesub.dev/deploy/prometheus"
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry/consuldev"
 )
 
@@ -328,24 +328,6 @@ func TestSDHandler(t *testing.T) {
 	})
 }
 
-// syncBuffer is a bytes.Buffer safe for RunSD's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRunSD runs the bridge as `stagesubctl prometheus-sd` does: it serves
 // /v1/sd from the Consul of CONSUL_HTTP_ADDR and stops with its context.
 func TestRunSD(t *testing.T) {
@@ -356,7 +338,7 @@ func TestRunSD(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- prometheus.RunSD(ctx, []string{"--listen", "127.0.0.1:0"}, []string{"CONSUL_HTTP_ADDR=" + srv.Addr()}, out, io.Discard)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"stagesub.dev/deploy/prometheus"
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 	"stagesub.dev/registry/consul"
 	"stagesub.dev/registry/consuldev"
@@ -191,7 +192,7 @@ func TestUpstreamPrometheusConsulSD(t *testing.T) {
 
 	listen := freeLoopbackAddr(t)
 	base := "http://" + listen
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd := exec.Command(promBin,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),

@@ -1,17 +1,16 @@
 package ctl_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"stagesub.dev/deploy/cmd/stagesubctl/ctl"
 	"stagesub.dev/deploy/secrets"
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 	"stagesub.dev/registry/consul"
 )
@@ -69,24 +68,6 @@ func TestNomadAppJob(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestPrometheusSD(t *testing.T) {
 	f := newFixture(t)
 	c := f.consul.Client(t)
@@ -99,7 +80,7 @@ func TestPrometheusSD(t *testing.T) {
 	defer dereg(context.Background())
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	done := make(chan int)
 	go func() {
 		m := &ctl.Main{Stdout: &out, Stderr: &errb}
