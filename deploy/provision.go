@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
+
 	"stagesub.dev/app/schema"
 	"stagesub.dev/registry"
 )
@@ -51,6 +53,10 @@ type CreateRequest struct {
 	Domains    []string // extra custom domains
 	DBServer   string   // "" = DefaultServer
 	Start      bool     // start an instance through Target
+	// BackupRecipient is the age public key ("age1...") backups of the
+	// tenant are encrypted to; optional, settable later with
+	// `stagesubctl tenant backup-key`.
+	BackupRecipient string
 }
 
 // CreateResult is what a create did.
@@ -75,6 +81,12 @@ func (r *CreateRequest) Validate() error {
 	r.Name = strings.TrimSpace(r.Name)
 	if r.Name == "" || len(r.Name) > 200 {
 		return registry.Errorf(registry.EINVALID, "name must be 1 to 200 characters long")
+	}
+	r.BackupRecipient = strings.TrimSpace(r.BackupRecipient)
+	if r.BackupRecipient != "" {
+		if _, err := age.ParseX25519Recipient(r.BackupRecipient); err != nil {
+			return registry.Errorf(registry.EINVALID, "backup recipient %q is not an age public key (age1...): %v", r.BackupRecipient, err)
+		}
 	}
 	if r.AdminEmail != "" {
 		a, err := mail.ParseAddress(r.AdminEmail)
@@ -253,6 +265,8 @@ func (p *Provisioner) ensureRecord(ctx context.Context, req CreateRequest, res *
 		Domains:   req.Domains,
 		CreatedAt: now,
 		UpdatedAt: now,
+
+		BackupRecipient: req.BackupRecipient,
 	}
 	if err := t.Validate(); err != nil {
 		return nil, err
@@ -278,6 +292,9 @@ func (p *Provisioner) ensureRecord(ctx context.Context, req CreateRequest, res *
 		t.Name = req.Name
 		if len(req.Domains) > 0 {
 			t.Domains = req.Domains
+		}
+		if req.BackupRecipient != "" {
+			t.BackupRecipient = req.BackupRecipient
 		}
 		t.UpdatedAt = now
 		return nil

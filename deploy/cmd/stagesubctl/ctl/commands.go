@@ -23,7 +23,7 @@ func init() {
 	commands = []*Command{
 		{"help", "help", "show this help", runHelp},
 		{"version", "version", "print the build version", runVersion},
-		{"tenant create", "tenant create <slug> --name N [--admin-email E] [--domain D]... [--db-server S] [--start]", "create (or finish creating) a tenant", runTenantCreate},
+		{"tenant create", "tenant create <slug> --name N [--admin-email E] [--domain D]... [--db-server S] [--backup-recipient age1...] [--start]", "create (or finish creating) a tenant", runTenantCreate},
 		{"tenant list", "tenant list [--json]", "list tenants", runTenantList},
 		{"tenant show", "tenant show <slug> [--json]", "record, instances, schema version, database size", runTenantShow},
 		{"tenant suspend", "tenant suspend <slug>", "suspend a tenant (router shows the suspended page)", runTenantSuspend},

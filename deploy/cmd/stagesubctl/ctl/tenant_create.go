@@ -24,6 +24,7 @@ func runTenantCreate(ctx context.Context, m *Main, args []string) error {
 	fs.Var(&domains, "domain", "extra custom domain (repeatable)")
 	fs.StringVar(&req.DBServer, "db-server", "", "named Postgres server (STAGESUB_PG_ADMIN_URL_<NAME>)")
 	fs.BoolVar(&req.Start, "start", false, "start an instance through the deploy target (STAGESUB_TARGET)")
+	fs.StringVar(&req.BackupRecipient, "backup-recipient", "", "age public key (age1...) that backups are encrypted to")
 	pos, err := Parse(fs, args)
 	if err != nil {
 		return err
