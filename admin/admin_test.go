@@ -213,6 +213,9 @@ func TestCollectCancelled(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
+	if got := src.calls.Load(); got != 0 {
+		t.Errorf("reads started after the refresh was cancelled = %d, want 0", got)
+	}
 	if _, err := (&admin.Collector{Source: src}).Collect(context.Background(), nil, nil); !errors.Is(err, admin.ErrNoSnapshot) {
 		t.Errorf("err = %v, want ErrNoSnapshot", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
 
 	"stagesub.dev/registry"
 )
@@ -82,18 +81,17 @@ func (c *Collector) Collect(ctx context.Context, snap *registry.Snapshot, prev *
 	sort.Strings(slugs)
 	rows := make([]TenantStats, len(slugs))
 
-	sem := semaphore.NewWeighted(int64(c.concurrency()))
-	g, gctx := errgroup.WithContext(ctx)
+	var g errgroup.Group
+	g.SetLimit(c.concurrency()) // Go blocks while Concurrency reads run
 	for i, slug := range slugs {
+		if ctx.Err() != nil {
+			break // the check below reports it
+		}
 		t := snap.Tenants[slug]
 		rows[i] = c.baseRow(t, snap.Instances[slug])
-		if err := sem.Acquire(gctx, 1); err != nil {
-			break // ctx done: g.Wait and the check below report it
-		}
 		row := &rows[i]
 		g.Go(func() error {
-			defer sem.Release(1)
-			c.read(gctx, t, row)
+			c.read(ctx, t, row)
 			return nil // a tenant's failure is data, not an error of the fan-out
 		})
 	}

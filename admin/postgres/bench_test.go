@@ -116,7 +116,11 @@ func benchRefresh(b *testing.B, c *pgtest.Cluster, dbs []string, transport strin
 	}
 	b.ReportMetric(float64(maxServer), "max_server_conns")
 	b.ReportMetric(float64(src.Peak()), "max_client_conns")
-	if limit := col.Concurrency; maxServer > max(limit, admin.DefaultConcurrency) {
+	limit := col.Concurrency
+	if limit <= 0 {
+		limit = admin.DefaultConcurrency
+	}
+	if maxServer > limit {
 		b.Errorf("%d stats connections open at once, want at most %d", maxServer, limit)
 	}
 }

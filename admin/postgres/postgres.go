@@ -43,9 +43,18 @@ type StatsSource struct {
 
 var _ admin.StatsSource = (*StatsSource)(nil)
 
-// query reads the app's stats view and the database size in one round trip.
-var query = "SELECT q.musicians, q.projects, q.open_requests, q.last_activity, q.schema_version, " +
-	"pg_database_size(current_database()) FROM (" + schema.StatsQuery + ") q"
+// query reads the app's stats view and the database size in one round trip:
+// the columns of schema.StatsQuery, then the size (see sizedRow).
+const query = "SELECT q.*, pg_database_size(current_database()) FROM (" + schema.StatsQuery + ") q"
+
+// sizedRow lets schema.ScanStats scan query: the trailing size column goes
+// to size.
+type sizedRow struct {
+	pgx.Row
+	size *int64
+}
+
+func (r sizedRow) Scan(dest ...any) error { return r.Row.Scan(append(dest, r.size)...) }
 
 // New parses cfg.
 func New(cfg Config) (*StatsSource, error) {
@@ -104,7 +113,7 @@ func closeAndWait(conn *pgx.Conn, d time.Duration) {
 // when ctx's deadline passes (statement_timeout), so a blocked tenant does
 // not keep a backend busy after the admin gave up.
 func (s *StatsSource) FetchStats(ctx context.Context, db registry.Database) (admin.DBStats, error) {
-	var st admin.DBStats
+	var size int64
 	cc := s.base.Copy()
 	if db.Host != "" {
 		cc.Host = db.Host
@@ -118,7 +127,7 @@ func (s *StatsSource) FetchStats(ctx context.Context, db registry.Database) (adm
 	if dl, ok := ctx.Deadline(); ok {
 		ms := time.Until(dl).Milliseconds()
 		if ms < 1 {
-			return st, context.DeadlineExceeded
+			return admin.DBStats{}, context.DeadlineExceeded
 		}
 		cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(ms, 10)
 		cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(ms, 10)
@@ -133,13 +142,13 @@ func (s *StatsSource) FetchStats(ctx context.Context, db registry.Database) (adm
 	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return st, fmt.Errorf("postgres: connect %s: %w", db.Name, err)
+		return admin.DBStats{}, fmt.Errorf("postgres: connect %s: %w", db.Name, err)
 	}
 	defer closeAndWait(conn, time.Second)
-	err = conn.QueryRow(ctx, query).Scan(&st.Musicians, &st.Projects, &st.OpenRequests,
-		&st.LastActivity, &st.SchemaVersion, &st.SizeBytes)
+	st, err := schema.ScanStats(sizedRow{conn.QueryRow(ctx, query), &size})
 	if err != nil {
-		return st, fmt.Errorf("postgres: stats of %s: %w", db.Name, err)
+		return admin.DBStats{}, fmt.Errorf("postgres: %s: %w", db.Name, err)
 	}
-	return st, nil
+	return admin.DBStats{Musicians: st.Musicians, Projects: st.Projects, OpenRequests: st.OpenRequests,
+		LastActivity: st.LastActivity, SchemaVersion: st.SchemaVersion, SizeBytes: size}, nil
 }

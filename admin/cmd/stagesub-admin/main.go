@@ -30,11 +30,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "stagesub-admin:", err)
 		os.Exit(2)
 	}
-	err := m.Run(ctx)
-	if cerr := m.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := m.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "stagesub-admin:", err)
 		os.Exit(1)
 	}

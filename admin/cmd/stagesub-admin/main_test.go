@@ -72,7 +72,6 @@ func MustRunAdmin(tb testing.TB, environ []string) *Admin {
 		if err := <-done; err != nil {
 			tb.Errorf("Run: %v", err)
 		}
-		m.Close()
 	})
 	select {
 	case <-m.Started:

@@ -78,7 +78,8 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 }
 
-// Main is the admin process: Load, then Run until ctx ends, then Close.
+// Main is the admin process: Load, then Run until ctx ends; Run stops
+// everything it starts.
 type Main struct {
 	Config Config
 	Logger *slog.Logger
@@ -370,10 +371,6 @@ func panelURL(tmpl string) func(string) string {
 	}
 	return func(slug string) string { return strings.ReplaceAll(tmpl, "{slug}", slug) }
 }
-
-// Close releases what Run has not released by the time it returns; Run
-// stops everything it starts, so there is nothing today. Safe to call twice.
-func (m *Main) Close() error { return nil }
 
 // HashPassword reads one password line from in and writes its argon2id
 // hash to out.
