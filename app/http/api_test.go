@@ -267,6 +267,10 @@ func TestAPIProjectsAndRequests(t *testing.T) {
 	if l.Total != 1 || len(l.Items) != 1 {
 		t.Errorf("accepted requests of project = %d, want 1", l.Total)
 	}
+	api.Call("GET", "/api/v1/requests?project_id="+itoa(p.ID)+"&offset=50", nil, &l)
+	if l.Total != 1 || len(l.Items) != 0 {
+		t.Errorf("requests past the end: total %d items %d, want 1 0", l.Total, len(l.Items))
+	}
 	if r := api.Call("GET", "/api/v1/requests?status=maybe", nil, nil); r.Status != http.StatusUnprocessableEntity {
 		t.Errorf("bad status filter: %d, want 422", r.Status)
 	}

@@ -146,6 +146,11 @@ func TestAnswerOnce(t *testing.T) {
 	if ok != 1 || conflicts != 5 {
 		t.Errorf("answers: %d ok, %d conflicts; want 1 and 5", ok, conflicts)
 	}
+	for _, token := range []string{app.NewToken(), "short"} {
+		if r, err := db.AnswerRequest(context.Background(), token, true); r != nil || app.ErrorCode(err) != app.ENOTFOUND {
+			t.Errorf("answer with unknown token %q: %v, %v; want ENOTFOUND", token, r, err)
+		}
+	}
 	// A deactivated musician cannot be asked again.
 	if _, err := db.DeactivateMusician(ctx, m.ID); err != nil {
 		t.Fatal(err)

@@ -70,30 +70,25 @@ func (db *DB) FindProjects(ctx context.Context, f app.ProjectFilter) ([]*app.Pro
 
 // CreateProject implements app.ProjectService.
 func (db *DB) CreateProject(ctx context.Context, in app.ProjectInput) (*app.Project, error) {
-	if err := requireWriter(ctx); err != nil {
-		return nil, err
-	}
-	in.Normalize()
-	starts, ends, err := in.Validate()
-	if err != nil {
-		return nil, err
-	}
-	var p *app.Project
-	err = db.withTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		p, err = scanProject(tx.QueryRow(ctx, `
-			INSERT INTO projects (name, starts_on, ends_on, venue, description, status) VALUES ($1, $2, $3, $4, $5, $6)
-			RETURNING `+projectColumns, in.Name, starts.Time, ends.Time, in.Venue, in.Description, in.Status))
-		if err != nil {
-			return fmt.Errorf("postgres: create project: %w", err)
-		}
-		return logActivity(ctx, tx, "", "project.create", fmt.Sprintf("%s (#%d)", p.Name, p.ID))
-	})
-	return p, err
+	return db.writeProject(ctx, in, "project.create", "create project", `
+		INSERT INTO projects (name, starts_on, ends_on, venue, description, status) VALUES ($1, $2, $3, $4, $5, $6)`)
 }
 
 // UpdateProject implements app.ProjectService.
 func (db *DB) UpdateProject(ctx context.Context, id int64, in app.ProjectInput) (*app.Project, error) {
+	p, err := db.writeProject(ctx, in, "project.update", fmt.Sprintf("update project %d", id), `
+		UPDATE projects SET name = $1, starts_on = $2, ends_on = $3, venue = $4, description = $5, status = $6, updated_at = now()
+		WHERE id = $7`, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("Project", id)
+	}
+	return p, err
+}
+
+// writeProject checks the writer and in, then in one transaction runs query
+// (parameters: in's six fields, then extra) with RETURNING projectColumns
+// and logs action; what names the write in errors.
+func (db *DB) writeProject(ctx context.Context, in app.ProjectInput, action, what, query string, extra ...any) (*app.Project, error) {
 	if err := requireWriter(ctx); err != nil {
 		return nil, err
 	}
@@ -102,19 +97,15 @@ func (db *DB) UpdateProject(ctx context.Context, id int64, in app.ProjectInput) 
 	if err != nil {
 		return nil, err
 	}
+	args := append([]any{in.Name, starts.Time, ends.Time, in.Venue, in.Description, in.Status}, extra...)
 	var p *app.Project
 	err = db.withTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		p, err = scanProject(tx.QueryRow(ctx, `
-			UPDATE projects SET name = $2, starts_on = $3, ends_on = $4, venue = $5, description = $6, status = $7, updated_at = now()
-			WHERE id = $1 RETURNING `+projectColumns, id, in.Name, starts.Time, ends.Time, in.Venue, in.Description, in.Status))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return notFound("Project", id)
-		}
+		p, err = scanProject(tx.QueryRow(ctx, query+" RETURNING "+projectColumns, args...))
 		if err != nil {
-			return fmt.Errorf("postgres: update project %d: %w", id, err)
+			return fmt.Errorf("postgres: %s: %w", what, err)
 		}
-		return logActivity(ctx, tx, "", "project.update", fmt.Sprintf("%s (#%d)", p.Name, p.ID))
+		return logActivity(ctx, tx, "", action, fmt.Sprintf("%s (#%d)", p.Name, p.ID))
 	})
 	return p, err
 }

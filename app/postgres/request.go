@@ -10,9 +10,12 @@ import (
 	"stagesub.dev/app"
 )
 
-const requestSelect = `SELECT r.id, r.project_id, r.musician_id, r.position, r.message, r.status, r.answer_token,
-	r.created_at, r.answered_at, r.updated_at, m.name, m.instrument, p.name, p.starts_on, p.ends_on, p.venue
-	FROM requests r JOIN musicians m ON m.id = r.musician_id JOIN projects p ON p.id = r.project_id`
+const (
+	requestColumns = `r.id, r.project_id, r.musician_id, r.position, r.message, r.status, r.answer_token,
+	r.created_at, r.answered_at, r.updated_at, m.name, m.instrument, p.name, p.starts_on, p.ends_on, p.venue`
+	requestFrom   = " FROM requests r JOIN musicians m ON m.id = r.musician_id JOIN projects p ON p.id = r.project_id"
+	requestSelect = "SELECT " + requestColumns + requestFrom
+)
 
 func scanRequest(row pgx.Row, extra ...any) (*app.Request, error) {
 	var r app.Request
@@ -53,15 +56,16 @@ func (db *DB) FindRequests(ctx context.Context, f app.RequestFilter) ([]*app.Req
 	}
 	pg := f.Page.Normalize()
 	where := " WHERE ($1 = 0 OR r.project_id = $1) AND ($2 = '' OR r.status = $2)"
-	rows, err := db.pool.Query(ctx, requestSelect+where+" ORDER BY r.created_at DESC, r.id DESC LIMIT $3 OFFSET $4",
-		f.ProjectID, f.Status, pg.Limit, pg.Offset)
+	rows, err := db.pool.Query(ctx, "SELECT "+requestColumns+", count(*) OVER ()"+requestFrom+where+
+		" ORDER BY r.created_at DESC, r.id DESC LIMIT $3 OFFSET $4", f.ProjectID, f.Status, pg.Limit, pg.Offset)
 	if err != nil {
 		return nil, 0, fmt.Errorf("postgres: find requests: %w", err)
 	}
 	defer rows.Close()
 	var out []*app.Request
+	total := 0
 	for rows.Next() {
-		r, err := scanRequest(rows)
+		r, err := scanRequest(rows, &total)
 		if err != nil {
 			return nil, 0, fmt.Errorf("postgres: find requests: %w", err)
 		}
@@ -70,9 +74,10 @@ func (db *DB) FindRequests(ctx context.Context, f app.RequestFilter) ([]*app.Req
 	if err := rows.Err(); err != nil {
 		return nil, 0, fmt.Errorf("postgres: find requests: %w", err)
 	}
-	var total int
-	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM requests r"+where, f.ProjectID, f.Status).Scan(&total); err != nil {
-		return nil, 0, fmt.Errorf("postgres: count requests: %w", err)
+	if len(out) == 0 && pg.Offset > 0 {
+		if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM requests r"+where, f.ProjectID, f.Status).Scan(&total); err != nil {
+			return nil, 0, fmt.Errorf("postgres: count requests: %w", err)
+		}
 	}
 	return out, total, nil
 }
@@ -161,12 +166,12 @@ func (db *DB) CancelRequest(ctx context.Context, id int64) (*app.Request, error)
 
 // FindRequestByToken implements app.RequestService. No login needed.
 func (db *DB) FindRequestByToken(ctx context.Context, token string) (*app.Request, error) {
-	if len(token) < 22 || len(token) > 100 {
-		return nil, app.Errorf(app.ENOTFOUND, "This link is not valid.")
+	if !plausibleAnswerToken(token) {
+		return nil, errInvalidLink()
 	}
 	r, err := findRequest(ctx, db.pool, "r.answer_token = $1", token)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, app.Errorf(app.ENOTFOUND, "This link is not valid.")
+		return nil, errInvalidLink()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("postgres: find request by token: %w", err)
@@ -177,8 +182,8 @@ func (db *DB) FindRequestByToken(ctx context.Context, token string) (*app.Reques
 // AnswerRequest implements app.RequestService. No login needed: the token
 // is the credential.
 func (db *DB) AnswerRequest(ctx context.Context, token string, accept bool) (*app.Request, error) {
-	if _, err := db.FindRequestByToken(ctx, token); err != nil {
-		return nil, err
+	if !plausibleAnswerToken(token) {
+		return nil, errInvalidLink()
 	}
 	status := app.RequestDeclined
 	if accept {
@@ -191,7 +196,11 @@ func (db *DB) AnswerRequest(ctx context.Context, token string, accept bool) (*ap
 		if err != nil {
 			return fmt.Errorf("postgres: answer request: %w", err)
 		}
-		if r, err = findRequest(ctx, tx, "r.answer_token = $1", token); err != nil {
+		r, err = findRequest(ctx, tx, "r.answer_token = $1", token)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errInvalidLink()
+		}
+		if err != nil {
 			return fmt.Errorf("postgres: answer request: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
@@ -201,3 +210,9 @@ func (db *DB) AnswerRequest(ctx context.Context, token string, accept bool) (*ap
 	})
 	return r, err
 }
+
+// plausibleAnswerToken reports whether token has an answer token's length;
+// others are refused without a query.
+func plausibleAnswerToken(token string) bool { return len(token) >= 22 && len(token) <= 100 }
+
+func errInvalidLink() error { return app.Errorf(app.ENOTFOUND, "This link is not valid.") }

@@ -24,6 +24,7 @@ import (
 	"stagesub.dev/app/schema"
 	"stagesub.dev/app/schema/schematest"
 	"stagesub.dev/internal/pgtest"
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry/consuldev"
 )
 
@@ -104,7 +105,7 @@ type logLine struct {
 type proc struct {
 	cmd   *exec.Cmd
 	ready logLine
-	log   *logBuffer
+	log   *syncbuf.Buffer
 	exit  chan error
 }
 
@@ -120,7 +121,7 @@ func StartBinary(tb testing.TB, env []string) *proc {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	p := &proc{cmd: cmd, log: &logBuffer{}, exit: make(chan error, 1)}
+	p := &proc{cmd: cmd, log: &syncbuf.Buffer{}, exit: make(chan error, 1)}
 	readyc := make(chan logLine, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)

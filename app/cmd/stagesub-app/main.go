@@ -292,8 +292,6 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.pool = pool
-	sqlDB := postgres.SQLDB(pool)
-	defer sqlDB.Close()
 
 	// 2 and 3. Tenant binding and schema version.
 	if err := m.checkDatabase(cctx, log); err != nil {

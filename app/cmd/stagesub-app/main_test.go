@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"stagesub.dev/app/schema"
 	"stagesub.dev/app/schema/schematest"
 	"stagesub.dev/internal/pgtest"
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 	"stagesub.dev/registry/consuldev"
 )
@@ -151,28 +150,10 @@ func TestRunRegistersAtDefaultAddress(t *testing.T) {
 	}
 }
 
-// logBuffer is a goroutine-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // running is a Main running in a goroutine.
 type running struct {
 	*main.Main
-	Log    *logBuffer
+	Log    *syncbuf.Buffer
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Run returned
 	err    error         // Run's result, set before done closes
@@ -199,7 +180,7 @@ func StartMain(tb testing.TB, env []string, args ...string) (*running, error) {
 	if err := m.Load(args, env); err != nil {
 		tb.Fatalf("Load: %v", err)
 	}
-	r := &running{Main: m, Log: &logBuffer{}, done: make(chan struct{})}
+	r := &running{Main: m, Log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	m.LogOutput = r.Log
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
