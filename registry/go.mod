@@ -28,3 +28,7 @@ require (
 	golang.org/x/exp v0.0.0-20260218203240-3dfff04db8fa // indirect
 	golang.org/x/sys v0.48.0 // indirect
 )
+
+require stagesub.dev/internal v0.0.0
+
+replace stagesub.dev/internal => ../internal

@@ -1,19 +1,17 @@
 package consul_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 	"stagesub.dev/registry/consuldev"
 )
@@ -61,12 +59,8 @@ func MustHealthServer(tb testing.TB, status int) (host string, port int) {
 		w.WriteHeader(status)
 	}))
 	tb.Cleanup(hs.Close)
-	addr := hs.Listener.Addr().String()
-	var p int
-	if _, err := fmt.Sscanf(addr[strings.LastIndexByte(addr, ':')+1:], "%d", &p); err != nil {
-		tb.Fatal(err)
-	}
-	return addr[:strings.LastIndexByte(addr, ':')], p
+	a := hs.Listener.Addr().(*net.TCPAddr)
+	return a.IP.String(), a.Port
 }
 
 // WaitFor polls cond every 10ms for up to 15s and fails tb if it never holds.
@@ -81,26 +75,8 @@ func WaitFor(tb testing.TB, what string, cond func() bool) {
 	}
 }
 
-// LogBuffer is a concurrency-safe log sink for asserting on log output.
-type LogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *LogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *LogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// Logger returns a JSON logger writing to b at debug level.
-func (b *LogBuffer) Logger() *slog.Logger {
+// testLogger returns a JSON logger writing to b at debug level.
+func testLogger(b *syncbuf.Buffer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 

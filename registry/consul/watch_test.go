@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 	"stagesub.dev/registry/consul"
 	"stagesub.dev/registry/consuldev"
@@ -179,8 +180,8 @@ func TestWatcher_MalformedRecord(t *testing.T) {
 	if _, err := c.KV().Put(&api.KVPair{Key: brokenKey, Value: []byte(`{"slug":"broken", oops`)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	var logs LogBuffer
-	w := MustRunWatcher(t, c, consul.WatchOptions{Logger: logs.Logger(), WaitTime: 2 * time.Second})
+	var logs syncbuf.Buffer
+	w := MustRunWatcher(t, c, consul.WatchOptions{Logger: testLogger(&logs), WaitTime: 2 * time.Second})
 	sn := w.Snapshot()
 	if sn.Tenants["goteborg"] == nil || sn.Invalid[brokenKey] == "" || len(sn.Tenants) != 1 {
 		t.Fatalf("snapshot tenants %v invalid %v; want goteborg valid and %s invalid", sn.Tenants, sn.Invalid, brokenKey)

@@ -305,31 +305,40 @@ func (s *Server) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any
 	return []string{s.cfg.Datacenter}, nil
 }
 
-func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) {
+// readList answers a catalog or health read whose result is a list or map:
+// it parses r's query options and runs build (under s.mu, see blockingRead)
+// whenever the answer is due.
+func readList[T any](s *Server, w http.ResponseWriter, r *http.Request, index func() uint64, build func(o *queryOpts) (T, error)) (any, error) {
 	o, err := s.parseQuery(r)
 	if err != nil {
 		return nil, err
 	}
-	var out []*api.Node
-	index := func() uint64 { return s.st.maxIndex(tNodes) }
-	err = s.blockingRead(w, r, o, index, func() error {
-		out = []*api.Node{}
-		for _, name := range s.st.sortedNodeNames() {
-			n := s.st.Nodes[name]
-			if !o.metaMatch(n.Meta) {
-				continue
-			}
-			cp := copyNode(n)
-			if err := appendMatch(o, &out, cp); err != nil {
-				return err
-			}
-		}
-		return nil
+	var out T
+	err = s.blockingRead(w, r, o, index, func() (err error) {
+		out, err = build(o)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) {
+	index := func() uint64 { return s.st.maxIndex(tNodes) }
+	return readList(s, w, r, index, func(o *queryOpts) ([]*api.Node, error) {
+		out := []*api.Node{}
+		for _, name := range s.st.sortedNodeNames() {
+			n := s.st.Nodes[name]
+			if !o.metaMatch(n.Meta) {
+				continue
+			}
+			if err := appendMatch(o, &out, copyNode(n)); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	})
 }
 
 // nodeServices reads a node and its services; nil when the node is unknown.
@@ -403,14 +412,9 @@ func (s *Server) catalogNodeServices(w http.ResponseWriter, r *http.Request) (an
 }
 
 func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, error) {
-	o, err := s.parseQuery(r)
-	if err != nil {
-		return nil, err
-	}
-	var out map[string][]string
 	index := func() uint64 { return s.st.maxIndex(tServices) }
-	err = s.blockingRead(w, r, o, index, func() error {
-		out = map[string][]string{}
+	return readList(s, w, r, index, func(o *queryOpts) (map[string][]string, error) {
+		out := map[string][]string{}
 		seen := map[string]map[string]bool{}
 		for _, node := range s.st.sortedNodeNames() {
 			n := s.st.Nodes[node]
@@ -421,7 +425,7 @@ func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, e
 				if o.filter != nil {
 					ok, err := o.match(s.catalogRow(n, svc))
 					if err != nil {
-						return err
+						return nil, err
 					}
 					if !ok {
 						continue
@@ -439,12 +443,8 @@ func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, e
 				}
 			}
 		}
-		return nil
+		return out, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -452,15 +452,10 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 	if name == "" {
 		return nil, errf(400, "Missing service name")
 	}
-	o, err := s.parseQuery(r)
-	if err != nil {
-		return nil, err
-	}
 	tags := r.URL.Query()["tag"]
-	var out []*api.CatalogService
 	index := func() uint64 { return s.st.serviceIndex(name, false) }
-	err = s.blockingRead(w, r, o, index, func() error {
-		out = []*api.CatalogService{}
+	return readList(s, w, r, index, func(o *queryOpts) ([]*api.CatalogService, error) {
+		out := []*api.CatalogService{}
 		for _, pair := range s.serviceInstances(name, o) {
 			n, svc := pair[0].(*api.Node), pair[1].(*api.AgentService)
 			if !hasTags(svc.Tags, tags) {
@@ -468,15 +463,11 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 			}
 			row := s.catalogRow(copyNode(n), copyService(svc))
 			if err := appendMatch(o, &out, row); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		return nil
+		return out, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // ---- health endpoints ----
@@ -566,13 +557,8 @@ func (st *state) allPassing(node, serviceID string) bool {
 }
 
 func (s *Server) healthChecksQuery(w http.ResponseWriter, r *http.Request, index func() uint64, pick func(*api.HealthCheck) bool) (any, error) {
-	o, err := s.parseQuery(r)
-	if err != nil {
-		return nil, err
-	}
-	var out []*api.HealthCheck
-	err = s.blockingRead(w, r, o, index, func() error {
-		out = []*api.HealthCheck{}
+	return readList(s, w, r, index, func(o *queryOpts) ([]*api.HealthCheck, error) {
+		out := []*api.HealthCheck{}
 		for _, node := range s.st.sortedNodeNames() {
 			if !o.metaMatch(s.st.Nodes[node].Meta) {
 				continue
@@ -582,16 +568,12 @@ func (s *Server) healthChecksQuery(w http.ResponseWriter, r *http.Request, index
 					continue
 				}
 				if err := appendMatch(o, &out, c); err != nil {
-					return err
+					return nil, err
 				}
 			}
 		}
-		return nil
+		return out, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *Server) healthChecks(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -108,11 +108,8 @@ func (m *Main) version(args []string) error {
 	return errDone
 }
 
-func (m *Main) loadAgent(args []string) error {
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	fs.SetOutput(m.stderr)
-	var files multiFlag
-	f := agentFlags{}
+// bind defines the agent flags that set f's fields on fs.
+func (f *agentFlags) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&f.dev, "dev", false, "development mode (in memory unless -data-dir is given)")
 	fs.StringVar(&f.client, "client", "", "address the HTTP API binds to (default 127.0.0.1)")
 	fs.IntVar(&f.httpPort, "http-port", 0, "HTTP API port (default 8500)")
@@ -122,6 +119,14 @@ func (m *Main) loadAgent(args []string) error {
 	fs.StringVar(&f.nodeID, "node-id", "", "node UUID")
 	fs.StringVar(&f.datacenter, "datacenter", "", "datacenter (default dc1)")
 	fs.StringVar(&f.logLevel, "log-level", "", "log level: trace, debug, info, warn, error")
+}
+
+func (m *Main) loadAgent(args []string) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(m.stderr)
+	var files multiFlag
+	var f agentFlags
+	f.bind(fs)
 	fs.Var(&files, "config-file", "Consul JSON config file (repeatable, merged in order)")
 	fs.Var(&files, "config-dir", "directory whose *.json files are read in lexical order (repeatable)")
 	// Accepted for compatibility, ignored.
@@ -137,7 +142,11 @@ func (m *Main) loadAgent(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("agent: unexpected arguments %q", fs.Args())
 	}
-	merged := agentFlags{}
+	// merged is bound to a second flag set so that the flags given, which
+	// override the config files, can be copied onto it by name.
+	var merged agentFlags
+	mfs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	merged.bind(mfs)
 	for _, path := range files {
 		paths := []string{path}
 		if st, err := os.Stat(path); err == nil && st.IsDir() {
@@ -151,23 +160,8 @@ func (m *Main) loadAgent(args []string) error {
 	}
 	// Flags override config files.
 	fs.Visit(func(fl *flag.Flag) {
-		switch fl.Name {
-		case "client":
-			merged.client = f.client
-		case "http-port":
-			merged.httpPort = f.httpPort
-		case "server-port":
-			merged.serverPort = f.serverPort
-		case "data-dir":
-			merged.dataDir = f.dataDir
-		case "node":
-			merged.nodeName = f.nodeName
-		case "node-id":
-			merged.nodeID = f.nodeID
-		case "datacenter":
-			merged.datacenter = f.datacenter
-		case "log-level":
-			merged.logLevel = f.logLevel
+		if mf := mfs.Lookup(fl.Name); mf != nil {
+			_ = mf.Value.Set(fl.Value.String()) // parsed once already
 		}
 	})
 	if merged.httpPort < 0 || merged.httpPort > 65535 {
