@@ -10,6 +10,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	go.uber.org/zap v1.28.0
 	golang.org/x/net v0.62.0
+	stagesub.dev/internal v0.0.0
 	stagesub.dev/registry v0.0.0
 )
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"stagesub.dev/registry"
 )
 
 // Errors returned by the on-demand decision; certmagic fails the TLS
@@ -17,13 +19,14 @@ var (
 	ErrRateLimited   = errors.New("acme: on-demand issuance rate limit reached")
 )
 
-// normalize lowercases host and strips a port and a trailing dot.
+// normalize strips a port from host and normalizes the rest like a custom
+// domain (registry.NormalizeDomain: lowercase, no trailing dot).
 func normalize(host string) string {
-	host = strings.ToLower(strings.TrimSpace(host))
+	host = strings.TrimSpace(host)
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") && strings.Count(host, ":") == 1 {
 		host = host[:i]
 	}
-	return strings.TrimSuffix(host, ".")
+	return registry.NormalizeDomain(host)
 }
 
 // decide is certmagic's DecisionFunc for the on-demand Config: it allows a

@@ -1,40 +1,22 @@
 package proxy_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 	"stagesub.dev/router/proxy"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
-}
-
 func TestAccessLog(t *testing.T) {
 	up := echoUpstream(t, "g1")
 	f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", up.Listener.Addr().String())
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	tr := newRouter(t, f.table(t, nil), func(c *proxy.Config) {
 		c.AccessLog = slog.New(slog.NewJSONHandler(&buf, nil))
 		c.UnknownLogPerSecond = 5
@@ -43,7 +25,7 @@ func TestAccessLog(t *testing.T) {
 	for range 40 {
 		tr.do(t, "GET", "scan.example", "/", nil, nil)
 	}
-	lines := buf.lines()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	var first map[string]any
 	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
 		t.Fatal(err)

@@ -229,6 +229,7 @@ type ctxKey struct{}
 type reqState struct {
 	route     *route.Route
 	peer      netip.Addr
+	peerStr   string // peer.String(), once needed; see peerString
 	trusted   bool
 	requestID string
 	replay    []byte // buffered body, nil when not buffered
@@ -245,6 +246,15 @@ type reqState struct {
 	// waited is set once the request has waited for an instance to appear
 	// (NoInstanceWait); a request waits at most once.
 	waited bool
+}
+
+// peerString returns st.peer.String(), computed once per request (for
+// X-Forwarded-For and the access log).
+func (st *reqState) peerString() string {
+	if st.peerStr == "" {
+		st.peerStr = st.peer.String()
+	}
+	return st.peerStr
 }
 
 // ServeHTTP routes and answers one request.
@@ -412,12 +422,13 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	in := pr.In.Header
-	peer := st.peer.String()
-	if prior := strings.Join(in.Values("X-Forwarded-For"), ", "); st.trusted && prior != "" {
-		setCanonical(out.Header, "X-Forwarded-For", prior+", "+peer)
-	} else {
-		setCanonical(out.Header, "X-Forwarded-For", peer)
+	xff := st.peerString()
+	if st.trusted {
+		if prior := strings.Join(in.Values("X-Forwarded-For"), ", "); prior != "" {
+			xff = prior + ", " + xff
+		}
 	}
+	setCanonical(out.Header, "X-Forwarded-For", xff)
 	proto := "http"
 	if pr.In.TLS != nil {
 		proto = "https"
@@ -461,11 +472,13 @@ func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var lastErr error = errNoBackend
 	for attempt := 0; attempt < h.c.MaxAttempts; attempt++ {
-		be := st.route.Pick(time.Now().UnixNano(), st.tried)
+		now := time.Now()
+		be := st.route.Pick(now.UnixNano(), st.tried)
 		if be == nil && attempt > 0 && !st.reached && !st.waited && h.c.NoInstanceWait > 0 {
 			// Every instance failed before the request reached it: wait,
 			// like for a route without instances, for one to appear.
 			be = h.awaitInstance(req, st)
+			now = time.Now()
 		}
 		if be == nil {
 			break
@@ -474,7 +487,6 @@ func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			st.retries++
 			h.c.Metrics.Retries.WithLabelValues(st.route.Label).Inc()
 		}
-		now := time.Now()
 		st.tried = append(st.tried, be)
 		// The first attempt sends req itself (ReverseProxy's outgoing
 		// request, ours to change); a retry sends a copy, since the
@@ -640,7 +652,7 @@ func (h *Handler) finish(rw *responseWriter, r *http.Request, st *reqState, star
 		h.alog.log(&accessEntry{
 			time: start.Add(d), requestID: st.requestID, tenant: label, host: r.Host,
 			method: r.Method, path: r.URL.Path, proto: r.Proto, status: status, bytes: rw.bytes,
-			duration: d, upstream: upstream, retries: st.retries, peer: st.peer.String(),
+			duration: d, upstream: upstream, retries: st.retries, peer: st.peerString(),
 		})
 		return
 	}
@@ -656,7 +668,7 @@ func (h *Handler) finish(rw *responseWriter, r *http.Request, st *reqState, star
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.String("upstream", upstream),
 		slog.Int("retries", st.retries),
-		slog.String("peer", st.peer.String()),
+		slog.String("peer", st.peerString()),
 	)
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"stagesub.dev/internal/syncbuf"
 )
 
 // Zone is one primary zone served by named.
@@ -44,7 +46,7 @@ type Named struct {
 	// Dir holds named.conf, zone files, journals and named.log.
 	Dir string
 
-	log *logBuffer
+	log *syncbuf.Buffer
 }
 
 // StartNamed writes a configuration for cfg and starts named in the
@@ -83,26 +85,13 @@ func StartNamed(tb testing.TB, cfg NamedConfig) *Named {
 		if err := os.WriteFile(conf, []byte(n.conf(cfg, port)), 0o644); err != nil {
 			tb.Fatal(err)
 		}
-		n.log = &logBuffer{}
+		n.log = &syncbuf.Buffer{}
 		cmd := exec.Command(bin, "-g", "-n", "1", "-c", conf)
 		cmd.Dir = n.Dir
-		dieWithParent(cmd)
-		cmd.Stdout, cmd.Stderr = n.log, n.log
-		if err := cmd.Start(); err != nil {
-			tb.Fatalf("acmetest: start named: %v", err)
-		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		if lastErr = n.waitReady(cfg.Zones[0].Name, done); lastErr == nil {
-			tb.Cleanup(func() {
-				stop(cmd, done)
-				if tb.Failed() {
-					tb.Logf("named log:\n%s", n.log.String())
-				}
-			})
+		ready := func() error { return n.ready(cfg.Zones[0].Name) }
+		if lastErr = startProcess(tb, "named", cmd, n.log, ready); lastErr == nil {
 			return n
 		}
-		stop(cmd, done)
 		if !strings.Contains(n.log.String(), "address in use") {
 			break
 		}
@@ -146,27 +135,16 @@ func zoneFile(z Zone) string {
 	return b.String()
 }
 
-// waitReady polls SOA of zone until named answers, named exits or 15s pass.
-func (n *Named) waitReady(zone string, done <-chan struct{}) error {
-	deadline := time.Now().Add(15 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			return fmt.Errorf("named exited")
-		default:
-		}
-		var resp *dns.Msg
-		resp, err = n.query(zone, dns.TypeSOA)
-		if err == nil && resp.Rcode == dns.RcodeSuccess && len(resp.Answer) > 0 {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("SOA %s: rcode %s", zone, dns.RcodeToString[resp.Rcode])
-		}
-		time.Sleep(50 * time.Millisecond)
+// ready reports whether named answers SOA queries for zone.
+func (n *Named) ready(zone string) error {
+	resp, err := n.query(zone, dns.TypeSOA)
+	if err != nil {
+		return err
 	}
-	return err
+	if resp.Rcode != dns.RcodeSuccess || len(resp.Answer) == 0 {
+		return fmt.Errorf("SOA %s: rcode %s", zone, dns.RcodeToString[resp.Rcode])
+	}
+	return nil
 }
 
 func (n *Named) query(name string, qtype uint16) (*dns.Msg, error) {

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"stagesub.dev/internal/syncbuf"
 )
 
 // PebbleConfig configures StartPebble.
@@ -48,7 +50,7 @@ type Pebble struct {
 	// Dir holds the configuration and certificates.
 	Dir string
 
-	log *logBuffer
+	log *syncbuf.Buffer
 }
 
 // StartPebble starts pebble with -dnsserver cfg.DNSServer, no authorization
@@ -89,27 +91,16 @@ func StartPebble(tb testing.TB, cfg PebbleConfig) *Pebble {
 		if err := os.WriteFile(confFile, b, 0o644); err != nil {
 			tb.Fatal(err)
 		}
-		p.log = &logBuffer{}
+		p.log = &syncbuf.Buffer{}
 		cmd := exec.Command(bin, "-config", confFile, "-dnsserver", cfg.DNSServer)
 		cmd.Dir = p.Dir
-		dieWithParent(cmd)
 		cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
-		cmd.Stdout, cmd.Stderr = p.log, p.log
-		if err := cmd.Start(); err != nil {
-			tb.Fatalf("acmetest: start pebble: %v", err)
-		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		if lastErr = p.waitReady(done); lastErr == nil {
-			tb.Cleanup(func() {
-				stop(cmd, done)
-				if tb.Failed() {
-					tb.Logf("pebble log:\n%s", p.log.String())
-				}
-			})
+		c := p.client()
+		lastErr = startProcess(tb, "pebble", cmd, p.log, func() error { return p.ready(c) })
+		c.CloseIdleConnections()
+		if lastErr == nil {
 			return p
 		}
-		stop(cmd, done)
 		if !strings.Contains(p.log.String(), "address already in use") {
 			break
 		}
@@ -187,29 +178,17 @@ func (p *Pebble) client() *http.Client {
 	}
 }
 
-func (p *Pebble) waitReady(done <-chan struct{}) error {
-	c := p.client()
-	defer c.CloseIdleConnections()
-	deadline := time.Now().Add(15 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			return fmt.Errorf("pebble exited")
-		default:
-		}
-		var resp *http.Response
-		resp, err = c.Get(p.DirectoryURL)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("GET %s: %s", p.DirectoryURL, resp.Status)
-		}
-		time.Sleep(50 * time.Millisecond)
+// ready reports whether pebble's directory answers 200 to c.
+func (p *Pebble) ready(c *http.Client) error {
+	resp, err := c.Get(p.DirectoryURL)
+	if err != nil {
+		return err
 	}
-	return err
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", p.DirectoryURL, resp.Status)
+	}
+	return nil
 }
 
 // Root fetches the root that pebble signs certificates with (it changes
@@ -242,10 +221,10 @@ func (p *Pebble) Roots(tb testing.TB) *x509.CertPool {
 
 // Orders returns how many orders pebble has created so far (counted from
 // its log line "Added order").
-func (p *Pebble) Orders() int { return p.log.count("Added order") }
+func (p *Pebble) Orders() int { return strings.Count(p.log.String(), "Added order") }
 
 // Issued returns how many certificates pebble has issued so far.
-func (p *Pebble) Issued() int { return p.log.count("Issued certificate serial") }
+func (p *Pebble) Issued() int { return strings.Count(p.log.String(), "Issued certificate serial") }
 
 // Log returns what pebble printed so far.
 func (p *Pebble) Log() string { return p.log.String() }
