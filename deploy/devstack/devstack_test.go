@@ -22,54 +22,8 @@ import (
 
 	"stagesub.dev/deploy/devstack"
 	"stagesub.dev/internal/syncbuf"
+	"stagesub.dev/internal/testbin"
 )
-
-func required() bool { return os.Getenv("CI") == "true" || os.Getenv("PGTEST_REQUIRED") == "1" }
-
-// buildBinaries returns a directory with the five binaries:
-// $STAGESUB_BIN_DIR when it has them all, else a temp dir it builds into.
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	bins := map[string][2]string{
-		"stagesub-router": {"router", "./cmd/stagesub-router"},
-		"stagesub-app":    {"app", "./cmd/stagesub-app"},
-		"stagesub-admin":  {"admin", "./cmd/stagesub-admin"},
-		"stagesubctl":     {"deploy", "./cmd/stagesubctl"},
-		"stagesub-consul": {"registry", "./cmd/stagesub-consul"},
-	}
-	if dir := os.Getenv("STAGESUB_BIN_DIR"); dir != "" {
-		all := true
-		for name := range bins {
-			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-				all = false
-			}
-		}
-		if all {
-			return dir
-		}
-	}
-	wd, _ := os.Getwd()
-	root := filepath.Join(wd, "..", "..")
-	dir := t.TempDir()
-	for name, mp := range bins {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), mp[1])
-		cmd.Dir = filepath.Join(root, mp[0])
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", name, err, out)
-		}
-	}
-	return dir
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // running is one dev stack started by devstack.Run in the test process.
 type running struct {
@@ -133,24 +87,16 @@ func (r *running) waitReady(t *testing.T, dir string) map[string]string {
 	return env
 }
 
-// TestRunStopRerun starts the whole dev stack on free ports, checks the env
-// file, stagesubctl against it and the router over TLS, stops it the way
-// Ctrl-C does, and starts it again: the tenants and their data survive and
-// the demo data is not seeded twice.
-func TestRunStopRerun(t *testing.T) {
+// setup skips a short run, needs PostgreSQL, and returns the binaries and a
+// fresh directory for the stack's state. Not t.TempDir: as root, Postgres
+// runs as "postgres" and must reach it.
+func setup(t *testing.T) (bins, dir string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts the whole stack")
 	}
-	if _, err := exec.LookPath("initdb"); err != nil {
-		if m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb"); len(m) == 0 {
-			if required() {
-				t.Fatal("PostgreSQL not installed (apt-get install postgresql)")
-			}
-			t.Skip("PostgreSQL not installed")
-		}
-	}
-	bins := buildBinaries(t)
-	// Not t.TempDir: as root, Postgres runs as "postgres" and must reach it.
+	testbin.NeedPostgres(t)
+	bins = testbin.Build(t, filepath.Join("..", ".."))
 	dir, err := os.MkdirTemp("", "devstack")
 	if err != nil {
 		t.Fatal(err)
@@ -159,10 +105,19 @@ func TestRunStopRerun(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	httpsPort := freePort(t)
+	return bins, dir
+}
+
+// TestRunStopRerun starts the whole dev stack on free ports, checks the env
+// file, stagesubctl against it and the router over TLS, stops it the way
+// Ctrl-C does, and starts it again: the tenants and their data survive and
+// the demo data is not seeded twice.
+func TestRunStopRerun(t *testing.T) {
+	bins, dir := setup(t)
+	httpsPort := testbin.FreePort(t)
 	args := []string{"--dir", filepath.Join(dir, "state"), "--bin", bins,
-		"--http", "127.0.0.1:" + strconv.Itoa(freePort(t)), "--https", "127.0.0.1:" + strconv.Itoa(httpsPort),
-		"--consul-port", strconv.Itoa(freePort(t)), "--router-admin", "127.0.0.1:" + strconv.Itoa(freePort(t))}
+		"--http", "127.0.0.1:" + strconv.Itoa(testbin.FreePort(t)), "--https", "127.0.0.1:" + strconv.Itoa(httpsPort),
+		"--consul-port", strconv.Itoa(testbin.FreePort(t)), "--router-admin", "127.0.0.1:" + strconv.Itoa(testbin.FreePort(t))}
 
 	r := start(t, args)
 	env := r.waitReady(t, filepath.Join(dir, "state"))
@@ -298,26 +253,7 @@ func TestRunStopRerun(t *testing.T) {
 // command, testdata/devctl) as a separate process: it must return once the
 // stack is ready and leave it running; `dev stop` must then stop it.
 func TestDetachStop(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the whole stack")
-	}
-	if _, err := exec.LookPath("initdb"); err != nil {
-		if m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb"); len(m) == 0 {
-			if required() {
-				t.Fatal("PostgreSQL not installed (apt-get install postgresql)")
-			}
-			t.Skip("PostgreSQL not installed")
-		}
-	}
-	bins := buildBinaries(t)
-	dir, err := os.MkdirTemp("", "devstack")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bins, dir := setup(t)
 	// bin/: the servers from bins, stagesubctl = devctl (which execs
 	// stagesubctl-real, the real one, for everything but dev).
 	bin := filepath.Join(dir, "bin")
@@ -338,7 +274,7 @@ func TestDetachStop(t *testing.T) {
 		t.Fatalf("build devctl: %v\n%s", err, out)
 	}
 	state := filepath.Join(dir, "state")
-	httpsPort := freePort(t)
+	httpsPort := testbin.FreePort(t)
 	ctl := func(timeout time.Duration, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
@@ -350,10 +286,10 @@ func TestDetachStop(t *testing.T) {
 	t.Cleanup(func() { _, _ = ctl(90*time.Second, "stop", "--dir", state) })
 
 	out, err := ctl(4*time.Minute, "--detach", "--dir", state, "--bin", bin,
-		"--http", "127.0.0.1:"+strconv.Itoa(freePort(t)), "--https", "127.0.0.1:"+strconv.Itoa(httpsPort),
-		"--consul-port", strconv.Itoa(freePort(t)), "--router-admin", "127.0.0.1:"+strconv.Itoa(freePort(t)))
+		"--http", "127.0.0.1:"+strconv.Itoa(testbin.FreePort(t)), "--https", "127.0.0.1:"+strconv.Itoa(httpsPort),
+		"--consul-port", strconv.Itoa(testbin.FreePort(t)), "--router-admin", "127.0.0.1:"+strconv.Itoa(testbin.FreePort(t)))
 	if err != nil {
-		t.Fatalf("dev --detach: %v\n%s\nlog:\n%s", err, out, tailFile(filepath.Join(state, "logs", "dev.log")))
+		t.Fatalf("dev --detach: %v\n%s\nlog:\n%s", err, out, testbin.Tail(filepath.Join(state, "logs", "dev.log"), 3000))
 	}
 	if !strings.Contains(out, "StageSub dev stack is ready") || !strings.Contains(out, "scripts/dev stop") {
 		t.Errorf("dev --detach output:\n%s", out)
@@ -362,7 +298,10 @@ func TestDetachStop(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no pid file after --detach: %v", err)
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidB)))
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidB)))
+	if err != nil || pid <= 0 { // kill(0, 0) would test the whole process group
+		t.Fatalf("pid file holds %q", pidB)
+	}
 	if err := syscall.Kill(pid, 0); err != nil {
 		t.Fatalf("detached stack (pid %d) not running: %v", pid, err)
 	}
@@ -393,12 +332,4 @@ func TestDetachStop(t *testing.T) {
 	if err != nil || !strings.Contains(out, "no dev stack is running") {
 		t.Errorf("second stop: %v\n%s", err, out)
 	}
-}
-
-func tailFile(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 3000 {
-		b = b[len(b)-3000:]
-	}
-	return string(b)
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"stagesub.dev/internal/needbin"
 )
 
 // chromiumHome returns a HOME for Chromium whose NSS database
@@ -25,7 +27,7 @@ import (
 // developer's machine that imported the CA.
 func (s *system) chromiumHome(t *testing.T) string {
 	t.Helper()
-	certutil := needBinary(t, "certutil") // Debian: libnss3-tools
+	certutil := needbin.Path(t, "certutil", "apt-get install libnss3-tools")
 	home := t.TempDir()
 	db := filepath.Join(home, ".pki", "nssdb")
 	if err := os.MkdirAll(db, 0o700); err != nil {

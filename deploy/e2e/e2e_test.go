@@ -29,7 +29,9 @@ import (
 	"stagesub.dev/deploy/local"
 	"stagesub.dev/deploy/prometheus"
 	"stagesub.dev/deploy/secrets"
+	"stagesub.dev/internal/needbin"
 	"stagesub.dev/internal/pgtest"
+	"stagesub.dev/internal/testbin"
 )
 
 // system is the running platform shared by the subtests of TestSystem.
@@ -69,8 +71,8 @@ func TestSystem(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-system test; skipped with -short")
 	}
-	prom := needBinary(t, "prometheus")
-	chromium := needBinary(t, "chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
+	prom := needbin.Path(t, "prometheus", "apt-get install prometheus")
+	chromium := needbin.Path(t, "chromium", "apt-get install chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
 	s := &system{art: artifactsDir(t)}
 	s.logs = filepath.Join(s.art, "logs")
 	_ = os.RemoveAll(s.logs)
@@ -83,7 +85,7 @@ func TestSystem(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	s.bins = buildBinaries(t)
+	s.bins = testbin.Build(t, repoRoot(t))
 	s.ctl = filepath.Join(s.bins, "stagesubctl")
 	s.startPlatform(t)
 	s.startRouter(t)
@@ -113,7 +115,7 @@ func (s *system) startPlatform(t *testing.T) {
 	}
 
 	// Consul stand-in.
-	s.consul = addr(freePort(t))
+	s.consul = addr(testbin.FreePort(t))
 	consulProc := startProc(t, s.logs, "consul", filepath.Join(s.bins, "stagesub-consul"),
 		[]string{"agent", "-dev", "-client=127.0.0.1", "-http-port=" + strings.Split(s.consul, ":")[1],
 			"-data-dir=" + filepath.Join(tmp, "consul")}, nil)
@@ -135,8 +137,7 @@ func (s *system) startPlatform(t *testing.T) {
 	// Tenants, created with stagesubctl.
 	statsPW := randomHex(t, 12)
 	s.secrets = secrets.Dir{Path: filepath.Join(tmp, "tenants")}
-	_, httpsPort := freePort(t), freePort(t)
-	s.httpAddr, s.httpsAddr = addr(freePort(t)), addr(httpsPort)
+	s.httpAddr, s.httpsAddr = addr(testbin.FreePort(t)), addr(testbin.FreePort(t))
 	s.ctlEnv = []string{
 		"CONSUL_HTTP_ADDR=" + s.consul,
 		"STAGESUB_PG_ADMIN_URL=" + pg.TCPURL("postgres", superPW, "postgres"),
@@ -213,7 +214,7 @@ func (s *system) startRouter(t *testing.T) {
 	s.caFile = filepath.Join(tlsDir, devstack.RouterCAFile)
 	router := startProc(t, s.logs, "router", filepath.Join(s.bins, "stagesub-router"), nil, devstack.RouterEnv(devstack.RouterConfig{
 		ConsulAddr: s.consul, BaseDomain: "localhost", HTTPAddr: s.httpAddr, HTTPSAddr: s.httpsAddr,
-		AdminAddr: addr(freePort(t)), StateDir: filepath.Join(tmp, "router"), TLSDir: tlsDir,
+		AdminAddr: addr(testbin.FreePort(t)), StateDir: filepath.Join(tmp, "router"), TLSDir: tlsDir,
 	}))
 	eventually(t, 30*time.Second, 100*time.Millisecond, "router CA file", func() error {
 		if router.exited() {
@@ -275,7 +276,7 @@ func (s *system) testRouting(t *testing.T) {
 	// curl verifies the certificate with the CA file and nothing else, the
 	// way README tells developers to.
 	t.Run("Curl", func(t *testing.T) {
-		curl := needBinary(t, "curl")
+		curl := needbin.Path(t, "curl", "apt-get install curl")
 		_, port, _ := strings.Cut(s.httpsAddr, ":")
 		for _, label := range []string{"goteborg", "malmo", "admin"} {
 			host := label + ".localhost"
@@ -568,7 +569,7 @@ func (s *system) testPrometheus(t *testing.T, bin string) {
 		}
 	}
 	_ = os.WriteFile(filepath.Join(s.art, "prometheus.yml"), cfg, 0o644)
-	web := addr(freePort(t))
+	web := addr(testbin.FreePort(t))
 	p := startProc(t, s.logs, "prometheus", bin, []string{
 		"--config.file=" + filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path=" + filepath.Join(dir, "data"),

@@ -20,31 +20,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"stagesub.dev/internal/testbin"
 )
-
-// required reports whether missing external binaries fail the test.
-func required() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("PGTEST_REQUIRED") == "1"
-}
-
-// needBinary returns the path of an external binary (searching PATH, then
-// extra paths); it skips the test without it, or fails it when required().
-func needBinary(t *testing.T, name string, extra ...string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, p := range extra {
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p
-		}
-	}
-	if required() {
-		t.Fatalf("%s not found (PATH, %v); scripts/test installs it from Debian", name, extra)
-	}
-	t.Skipf("%s not found; install it (scripts/test does) to run the whole-system test", name)
-	return ""
-}
 
 // repoRoot is the checkout root: two levels above this package.
 func repoRoot(t *testing.T) string {
@@ -72,74 +50,6 @@ func artifactsDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-// binaries maps binary name to its module directory and main package.
-var binaries = map[string][2]string{
-	"stagesub-router": {"router", "./cmd/stagesub-router"},
-	"stagesub-app":    {"app", "./cmd/stagesub-app"},
-	"stagesub-admin":  {"admin", "./cmd/stagesub-admin"},
-	"stagesubctl":     {"deploy", "./cmd/stagesubctl"},
-	"stagesub-consul": {"registry", "./cmd/stagesub-consul"},
-}
-
-// buildBinaries returns a directory holding the five binaries:
-// $STAGESUB_BIN_DIR when it has them all, else a temp dir it builds into.
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	if dir := os.Getenv("STAGESUB_BIN_DIR"); dir != "" {
-		all := true
-		for name := range binaries {
-			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-				all = false
-			}
-		}
-		if all {
-			t.Logf("using binaries from STAGESUB_BIN_DIR=%s", dir)
-			return dir
-		}
-		t.Logf("STAGESUB_BIN_DIR=%s lacks some binaries; building them", dir)
-	}
-	root := repoRoot(t)
-	dir := t.TempDir()
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(binaries))
-	sem := make(chan struct{}, 2)
-	for name, mp := range binaries {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), mp[1])
-			cmd.Dir = filepath.Join(root, mp[0])
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs <- fmt.Errorf("go build %s: %v\n%s", name, err, out)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	t.Logf("built the binaries in %s", time.Since(start).Round(time.Millisecond))
-	return dir
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
@@ -225,15 +135,7 @@ func (p *proc) exited() bool {
 }
 
 // logTail returns the end of the process log for failure messages.
-func (p *proc) logTail() string { return fileTail(p.logPath, 3000) }
-
-func fileTail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
+func (p *proc) logTail() string { return testbin.Tail(p.logPath, 3000) }
 
 // run runs a command to completion with a timeout and returns its stdout;
 // a non-zero exit fails the test with stderr.

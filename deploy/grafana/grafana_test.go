@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"stagesub.dev/deploy/grafana"
+	"stagesub.dev/internal/needbin"
 )
 
 type dashboard struct {
@@ -66,13 +67,7 @@ func TestDashboardShape(t *testing.T) {
 // TestQueriesParse checks every panel query with `promtool check rules`,
 // as recording rules, after substituting Grafana's variables.
 func TestQueriesParse(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" || os.Getenv("PGTEST_REQUIRED") == "1" {
-			t.Fatalf("promtool not found (apt-get install prometheus): %v", err)
-		}
-		t.Skip("promtool not found")
-	}
+	promtool := needbin.Path(t, "promtool", "apt-get install prometheus")
 	d := load(t)
 	r := strings.NewReplacer("$__rate_interval", "5m", "$tenant", ".*", "${datasource}", "")
 	var b strings.Builder

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -20,7 +19,9 @@ import (
 
 	"stagesub.dev/deploy/pgbouncer"
 	"stagesub.dev/deploy/postgres"
+	"stagesub.dev/internal/needbin"
 	"stagesub.dev/internal/pgtest"
+	"stagesub.dev/internal/testbin"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -45,29 +46,13 @@ func TestUserlist(t *testing.T) {
 	})
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestConfigWithRealPgBouncer runs pgbouncer with pgbouncer.ini (addresses
 // and paths templated) in front of a real Postgres with two tenant
 // databases, and checks that tenants connect with their own passwords, in
 // transaction pooling, concurrently, and not with a wrong password or to
 // another tenant's database.
 func TestConfigWithRealPgBouncer(t *testing.T) {
-	bin, err := exec.LookPath("pgbouncer")
-	if err != nil {
-		if pgtest.Required() {
-			t.Fatalf("pgbouncer not found (apt-get install pgbouncer): %v", err)
-		}
-		t.Skip("pgbouncer not found")
-	}
+	bin := needbin.Path(t, "pgbouncer", "apt-get install pgbouncer")
 	pg := pgtest.Start(t, pgtest.WithTCP())
 	ctx := context.Background()
 	verifiers := map[string]string{}
@@ -105,7 +90,7 @@ func TestConfigWithRealPgBouncer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testbin.FreePort(t)
 	r := strings.NewReplacer(
 		"host=db1.internal port=5432", "host=127.0.0.1 port="+strconv.Itoa(pg.Port()),
 		"listen_port = 6432", "listen_port = "+strconv.Itoa(port),

@@ -20,26 +20,12 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"stagesub.dev/deploy/prometheus"
+	"stagesub.dev/internal/needbin"
 	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry/consuldev"
 )
 
 var update = flag.Bool("update", false, "rewrite the checked-in configuration files from the template")
-
-// needBinary returns the path of a binary a test needs. It skips the test
-// when the binary is missing, but fails it when CI=true or PGTEST_REQUIRED=1.
-func needBinary(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" || os.Getenv("PGTEST_REQUIRED") == "1" {
-		t.Fatalf("%s not found on PATH (apt-get install prometheus): %v", name, err)
-	}
-	t.Skipf("%s not found on PATH; install Debian's prometheus package", name)
-	return ""
-}
 
 // checkedIn maps each checked-in file to the options that render it.
 var checkedIn = map[string]prometheus.Options{
@@ -139,7 +125,7 @@ func TestConfigShape(t *testing.T) {
 // Debian's promtool is built without Consul discovery: for the consul_sd
 // variant it must then fail for exactly that reason and nothing else.
 func TestPromtoolCheckConfig(t *testing.T) {
-	promtool := needBinary(t, "promtool")
+	promtool := needbin.Path(t, "promtool", "apt-get install prometheus")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), prometheus.Rules(), 0o644); err != nil {
 		t.Fatal(err)
@@ -214,7 +200,7 @@ func swapConsulSD(t *testing.T, b []byte) []byte {
 }
 
 func TestPromtoolRules(t *testing.T) {
-	promtool := needBinary(t, "promtool")
+	promtool := needbin.Path(t, "promtool", "apt-get install prometheus")
 	dir := t.TempDir()
 	for name, b := range map[string][]byte{"alerts.yml": prometheus.Rules(), "alerts_test.yml": prometheus.RulesTest()} {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"stagesub.dev/deploy/prometheus"
+	"stagesub.dev/internal/needbin"
 	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 	"stagesub.dev/registry/consul"
@@ -30,15 +31,12 @@ import (
 const envUpstreamDir = "STAGESUB_PROMETHEUS_UPSTREAM_DIR"
 
 // upstreamBinary returns the path of the upstream Prometheus binary name. It
-// skips the test when envUpstreamDir is unset, but fails it when CI=true.
+// skips the test when envUpstreamDir is unset, but fails it when needbin.Required().
 func upstreamBinary(t *testing.T, name string) string {
 	t.Helper()
 	dir := os.Getenv(envUpstreamDir)
 	if dir == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not set; build upstream Prometheus with scripts/build-prometheus and set it to the printed directory", envUpstreamDir)
-		}
-		t.Skipf("%s is not set; `export %s=$(scripts/build-prometheus)` runs the upstream Prometheus tests", envUpstreamDir, envUpstreamDir)
+		needbin.Missing(t, fmt.Sprintf("%s is not set; `export %s=$(scripts/build-prometheus)` runs the upstream Prometheus tests", envUpstreamDir, envUpstreamDir))
 	}
 	p := filepath.Join(dir, name)
 	if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {

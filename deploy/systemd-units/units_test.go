@@ -9,27 +9,15 @@ import (
 	"testing"
 
 	systemdunits "stagesub.dev/deploy/systemd-units"
+	"stagesub.dev/internal/needbin"
 )
-
-func needBinary(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" || os.Getenv("PGTEST_REQUIRED") == "1" {
-		t.Fatalf("%s not found on PATH (apt-get install systemd): %v", name, err)
-	}
-	t.Skipf("%s not found on PATH", name)
-	return ""
-}
 
 // TestVerify runs `systemd-analyze verify` on every unit, the template as
 // instance stagesub-app@goteborg. The binaries are looked up under a temp
 // prefix instead of /usr/local/bin (verify checks that ExecStart exists);
 // any output at all (unknown keys, bad values) fails the test.
 func TestVerify(t *testing.T) {
-	analyze := needBinary(t, "systemd-analyze")
+	analyze := needbin.Path(t, "systemd-analyze", "apt-get install systemd")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	if err := os.Mkdir(bin, 0o755); err != nil {
