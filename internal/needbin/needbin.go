@@ -24,6 +24,7 @@ func Missing(tb testing.TB, why string) {
 	tb.Helper()
 	if Required() {
 		tb.Fatalf("%s (required: CI=true or PGTEST_REQUIRED=1)", why)
+		return // for a testing.TB whose Fatalf does not stop the goroutine
 	}
 	tb.Skipf("%s (set CI=true to fail instead)", why)
 }

@@ -28,6 +28,8 @@
 package pgtest
 
 import (
+	"stagesub.dev/internal/needbin"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -179,15 +181,13 @@ func New(tb testing.TB, opts ...Option) *Cluster {
 var ErrNoBinaries = errors.New("pgtest: PostgreSQL binaries (initdb, postgres) not found")
 
 // Required reports whether missing binaries must fail tests: CI=true or
-// PGTEST_REQUIRED=1.
-func Required() bool {
-	return os.Getenv(EnvCI) == "true" || os.Getenv(EnvRequired) == "1"
-}
+// PGTEST_REQUIRED=1 (see package needbin).
+func Required() bool { return needbin.Required() }
 
 func failOrSkip(tb testing.TB, err error) {
 	tb.Helper()
-	if errors.Is(err, ErrNoBinaries) && !Required() {
-		tb.Skipf("%v (set %s=1 or CI=true to fail instead)", err, EnvRequired)
+	if errors.Is(err, ErrNoBinaries) {
+		needbin.Missing(tb, err.Error()+" (apt-get install postgresql)")
 		return
 	}
 	tb.Fatalf("%v", err)
