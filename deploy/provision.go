@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -94,20 +95,16 @@ func (r *CreateRequest) Validate() error {
 			return registry.Errorf(registry.EINVALID, "admin email %q is not a plain e-mail address", r.AdminEmail)
 		}
 	}
-	seen := map[string]bool{}
 	var ds []string
 	for _, d := range r.Domains {
 		d = registry.NormalizeDomain(d)
 		if err := registry.ValidateDomain(d); err != nil {
 			return err
 		}
-		if !seen[d] {
-			seen[d] = true
-			ds = append(ds, d)
-		}
+		ds = append(ds, d)
 	}
-	sort.Strings(ds)
-	r.Domains = ds
+	slices.Sort(ds)
+	r.Domains = slices.Compact(ds)
 	return nil
 }
 

@@ -352,3 +352,14 @@ func TestMigrateReportsEachTenant(t *testing.T) {
 		t.Errorf("re-run = %+v", res)
 	}
 }
+
+// TestValidateDomains: Validate normalizes, sorts and de-duplicates domains.
+func TestValidateDomains(t *testing.T) {
+	r := deploy.CreateRequest{Slug: "dedupe", Name: "x", Domains: []string{"B.se.", "a.se", "b.se"}}
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(r.Domains, ","), "a.se,b.se"; got != want {
+		t.Errorf("domains = %s, want %s", got, want)
+	}
+}

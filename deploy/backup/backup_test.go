@@ -2,6 +2,7 @@ package backup_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,6 +80,17 @@ func TestRoundTrip(t *testing.T) {
 	db.QueryRowContext(ctx, "SELECT tableowner FROM pg_tables WHERE tablename = 'musicians'").Scan(&owner)
 	if got, want := owner, "orchestra_roundtrip"; got != want {
 		t.Errorf("owner = %q, want %q", got, want)
+	}
+	// Verify passes on the restored database and names a table whose row
+	// count differs from the manifest.
+	if err := backup.Verify(ctx, db, m); err != nil {
+		t.Errorf("Verify of the restored database: %v", err)
+	}
+	off := *m
+	off.Rows = maps.Clone(m.Rows)
+	off.Rows["public.musicians"]++
+	if err := backup.Verify(ctx, db, &off); err == nil || !strings.Contains(err.Error(), "public.musicians has 120 rows, manifest says 121") {
+		t.Errorf("Verify with a wrong row count = %v", err)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"stagesub.dev/app/schema"
 	"stagesub.dev/deploy"
@@ -197,29 +198,23 @@ func Verify(ctx context.Context, db *sql.DB, m *Manifest) error {
 	if v != m.SchemaVersion {
 		return fmt.Errorf("verify: schema version %d, manifest says %d", v, m.SchemaVersion)
 	}
-	got := map[string]int64{}
-	rows, err := db.QueryContext(ctx, `SELECT schemaname::text, tablename::text FROM pg_tables
-		WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`)
+	// Count with the same code as the backup did: CountRows on the pgx
+	// connection under db's (pgx stdlib) connection.
+	c, err := db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	var names []string
-	for rows.Next() {
-		var sch, tbl string
-		if err := rows.Scan(&sch, &tbl); err != nil {
-			rows.Close()
-			return err
+	defer c.Close()
+	var got map[string]int64
+	if err := c.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("not a pgx connection: %T", dc)
 		}
-		names = append(names, quoteIdent(sch)+"."+quoteIdent(tbl)+"\x00"+sch+"."+tbl)
-	}
-	rows.Close()
-	for _, n := range names {
-		q, key, _ := strings.Cut(n, "\x00")
-		var c int64
-		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM "+q).Scan(&c); err != nil {
-			return fmt.Errorf("verify: count %s: %w", key, err)
-		}
-		got[key] = c
+		got, err = CountRows(ctx, sc.Conn())
+		return err
+	}); err != nil {
+		return fmt.Errorf("verify: %w", err)
 	}
 	var diffs []string
 	for _, k := range slices.Sorted(maps.Keys(m.Rows)) {
@@ -239,8 +234,6 @@ func Verify(ctx context.Context, db *sql.DB, m *Manifest) error {
 	}
 	return nil
 }
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // restoreSwitch restores into a fresh database of an existing tenant and
 // switches the tenant to it.

@@ -27,22 +27,20 @@ type Tools struct {
 
 // Path returns the path of tool name.
 func (t Tools) Path(name string) (string, error) {
-	dirs := []string{t.BinDir}
-	if t.BinDir == "" {
-		dirs = []string{DefaultBinDir}
+	dir := t.BinDir
+	if dir == "" {
+		dir = DefaultBinDir
 	}
-	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p, nil
-		}
+	p := filepath.Join(dir, name)
+	if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+		return p, nil
 	}
 	if t.BinDir == "" {
 		if p, err := exec.LookPath(name); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%s not found in %s or on PATH (install postgresql-client-15 or set STAGESUB_PG_BINDIR)", name, strings.Join(dirs, ", "))
+	return "", fmt.Errorf("%s not found in %s or on PATH (install postgresql-client-15 or set STAGESUB_PG_BINDIR)", name, dir)
 }
 
 // versions caches `<tool> --version` by path.

@@ -73,6 +73,17 @@ func newFixture(t *testing.T, mode string) (*fixture, local.Config) {
 	return &fixture{dir: dir, spec: deploy.AppSpec{Tenant: "goteborg", EnvFile: sec.File("goteborg"), Env: []string{"EXTRA=42"}}}, cfg
 }
 
+// newTarget returns a local.Target for cfg that the test closes at its end.
+func newTarget(t *testing.T, cfg local.Config) *local.Target {
+	t.Helper()
+	tg, err := local.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tg.Close(context.Background()) })
+	return tg
+}
+
 // waitFor polls cond for up to 10s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -100,12 +111,8 @@ func alive(pid int) bool {
 
 func TestStartStop(t *testing.T) {
 	f, cfg := newFixture(t, "serve")
-	tg, err := local.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg := newTarget(t, cfg)
 	ctx := context.Background()
-	t.Cleanup(func() { tg.Close(ctx) })
 	if err := tg.Start(ctx, f.spec); err != nil {
 		t.Fatal(err)
 	}
@@ -142,12 +149,8 @@ func TestStartStop(t *testing.T) {
 
 func TestRestartsAfterCrash(t *testing.T) {
 	f, cfg := newFixture(t, "crash-once")
-	tg, err := local.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg := newTarget(t, cfg)
 	ctx := context.Background()
-	t.Cleanup(func() { tg.Close(ctx) })
 	if err := tg.Start(ctx, f.spec); err != nil {
 		t.Fatal(err)
 	}
@@ -161,12 +164,8 @@ func TestRestartsAfterCrash(t *testing.T) {
 func TestGivesUpOnCrashLoop(t *testing.T) {
 	f, cfg := newFixture(t, "crash-always")
 	cfg.MaxRestarts = 3
-	tg, err := local.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg := newTarget(t, cfg)
 	ctx := context.Background()
-	t.Cleanup(func() { tg.Close(ctx) })
 	if err := tg.Start(ctx, f.spec); err != nil {
 		t.Fatal(err)
 	}
@@ -184,20 +183,13 @@ func TestGivesUpOnCrashLoop(t *testing.T) {
 func TestStopFromLaterRun(t *testing.T) {
 	f, cfg := newFixture(t, "serve")
 	cfg.MinBackoff = time.Minute // the first supervisor must not restart it during the test
-	first, err := local.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := newTarget(t, cfg)
 	ctx := context.Background()
-	t.Cleanup(func() { first.Close(ctx) })
 	if err := first.Start(ctx, f.spec); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := first.Status(ctx, "goteborg")
-	later, err := local.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	later := newTarget(t, cfg)
 	got, err := later.Status(ctx, "goteborg")
 	if err != nil || got.State != deploy.StateRunning || got.PID != st.PID {
 		t.Fatalf("later Status = %+v, %v; want running pid %d", got, err, st.PID)
@@ -217,10 +209,7 @@ func TestStopFromLaterRun(t *testing.T) {
 func TestStartMissingBinary(t *testing.T) {
 	f, cfg := newFixture(t, "serve")
 	cfg.Binary = filepath.Join(f.dir, "no-such-app")
-	tg, err := local.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg := newTarget(t, cfg)
 	if err := tg.Start(context.Background(), f.spec); err == nil || !strings.Contains(err.Error(), "no-such-app") {
 		t.Errorf("Start = %v, want an error naming the binary", err)
 	}

@@ -265,6 +265,22 @@ func Parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	return pos, nil
 }
 
+// parseSlug parses args of the command name that takes exactly one
+// positional argument, a tenant slug, and returns the validated slug.
+func parseSlug(fs *flag.FlagSet, name string, args []string) (string, error) {
+	pos, err := Parse(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", &UsageError{Msg: name + ": want exactly one <slug>"}
+	}
+	if err := registry.ValidateSlug(pos[0]); err != nil {
+		return "", err
+	}
+	return pos[0], nil
+}
+
 // Consul returns the Consul client (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN).
 func (m *Main) Consul() (*api.Client, error) {
 	if m.consul != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"stagesub.dev/deploy/nomad"
+	"stagesub.dev/registry"
 )
 
 // runNomadAppJob prints the Nomad job of a tenant's app (the body of
@@ -35,7 +36,7 @@ func runNomadAppJob(ctx context.Context, m *Main, args []string) error {
 		if err != nil {
 			return fmt.Errorf("tenant %s: read env file: %w", slug, err)
 		}
-		v, err := nomad.AppVariable(slug, env["DATABASE_URL"], env["CONSUL_HTTP_TOKEN"])
+		v, err := nomad.AppVariable(slug, env[registry.EnvDatabaseURL], env[registry.EnvConsulToken])
 		if err != nil {
 			return err
 		}

@@ -16,15 +16,8 @@ func runTenantDelete(ctx context.Context, m *Main, args []string) error {
 	to := fs.String("to", m.env(EnvBackupDir), "directory of the final backup (default $"+EnvBackupDir+")")
 	rcpt := fs.String("recipient", "", "age public key of the final backup, instead of the tenant's")
 	waive := fs.Bool("no-backup", false, "delete WITHOUT a final backup (explicit waiver)")
-	pos, err := Parse(fs, args)
+	slug, err := parseSlug(fs, "tenant delete", args)
 	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return &UsageError{Msg: "tenant delete: want exactly one <slug>"}
-	}
-	slug := pos[0]
-	if err := registry.ValidateSlug(slug); err != nil {
 		return err
 	}
 	if *confirm != slug {

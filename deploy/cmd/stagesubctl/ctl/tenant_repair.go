@@ -15,17 +15,11 @@ func runTenantRepair(ctx context.Context, m *Main, args []string) error {
 	fs := m.FlagSet(cmdByName("tenant repair"))
 	var req deploy.RepairRequest
 	fs.StringVar(&req.AdminEmail, "admin-email", "", "create the first staff admin with this e-mail if the tenant has none")
-	pos, err := Parse(fs, args)
+	slug, err := parseSlug(fs, "tenant repair", args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return &UsageError{Msg: "tenant repair: want exactly one <slug>"}
-	}
-	req.Slug = pos[0]
-	if err := registry.ValidateSlug(req.Slug); err != nil {
-		return err
-	}
+	req.Slug = slug
 	p, err := m.Provisioner(ctx)
 	if err != nil {
 		return err

@@ -38,15 +38,8 @@ type ShowResult struct {
 func runTenantShow(ctx context.Context, m *Main, args []string) error {
 	fs := m.FlagSet(cmdByName("tenant show"))
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := Parse(fs, args)
+	slug, err := parseSlug(fs, "tenant show", args)
 	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return &UsageError{Msg: "tenant show: want exactly one <slug>"}
-	}
-	slug := pos[0]
-	if err := registry.ValidateSlug(slug); err != nil {
 		return err
 	}
 	store, err := m.Store()

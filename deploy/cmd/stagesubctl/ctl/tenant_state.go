@@ -21,15 +21,8 @@ func runTenantResume(ctx context.Context, m *Main, args []string) error {
 // already to (a no-op); anything else (provisioning, deleting) is refused.
 func setStatus(ctx context.Context, m *Main, name string, args []string, to registry.Status, from ...registry.Status) error {
 	fs := m.FlagSet(cmdByName(name))
-	pos, err := Parse(fs, args)
+	slug, err := parseSlug(fs, name, args)
 	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return &UsageError{Msg: name + ": want exactly one <slug>"}
-	}
-	slug := pos[0]
-	if err := registry.ValidateSlug(slug); err != nil {
 		return err
 	}
 	store, err := m.Store()
