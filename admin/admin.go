@@ -34,12 +34,52 @@ type StatsSource interface {
 	FetchStats(ctx context.Context, db registry.Database) (DBStats, error)
 }
 
+// DBActivity is what PostgreSQL's cumulative statistics (pg_stat_database)
+// say about one database's writes. Two readings that are equal mean, as far
+// as the statistics can tell, that no row was inserted, updated or deleted
+// in between (see Collector for the limits of that).
+//
+// Transaction counts are deliberately not part of it: xact_commit also
+// counts read-only transactions, the admin's own stats query included, so
+// it would move on every refresh.
+type DBActivity struct {
+	OID         uint32 // pg_database.oid: a dropped and recreated database differs
+	TupInserted int64
+	TupUpdated  int64
+	TupDeleted  int64
+	// StatsReset is stats_reset in Unix microseconds; 0 when never reset.
+	StatsReset int64
+	// Connectable is false when the database refuses the stats role
+	// (datallowconn off, or no CONNECT privilege): never trust counters
+	// then; a query must find out and flag it.
+	Connectable bool
+}
+
+// ActivitySource reads the write counters of every database on a server
+// with one connection, so a refresh can skip tenants that did not change.
+// Implementations must honour ctx and be safe for concurrent use.
+type ActivitySource interface {
+	// ServerKey names the server that db lives on (e.g. "host:port"):
+	// tenants with the same key are covered by one ReadActivity.
+	ServerKey(db registry.Database) string
+	// ReadActivity connects to db (any database on the server the stats
+	// role may connect to) and returns the counters of every database on
+	// that server, by name.
+	ReadActivity(ctx context.Context, db registry.Database) (map[string]DBActivity, error)
+}
+
 // TenantStats is one row of the dashboard: a tenant record, its instances as
 // seen in Consul and what its database reported.
 //
 // When the database could not be read in the last refresh, Reachable is
 // false, Error says why, and the numbers are the last ones read successfully
 // (StatsAt tells when; nil if never).
+//
+// With change detection (Collector.Activity), a tenant whose write counters
+// did not move since its last query is not queried again: its row keeps the
+// numbers of that query (StatsAt), Unchanged is true and VerifiedAt is the
+// time of the refresh that checked the counters. Without it, or when the
+// tenant was queried, VerifiedAt equals StatsAt.
 type TenantStats struct {
 	Slug             string          `json:"slug"`
 	Name             string          `json:"name"`
@@ -56,9 +96,24 @@ type TenantStats struct {
 	Reachable        bool            `json:"database_reachable"`
 	TimedOut         bool            `json:"timed_out"`
 	Error            string          `json:"error,omitempty"`
-	StatsAt          *time.Time      `json:"stats_at"`
+	StatsAt          *time.Time      `json:"stats_at"`    // when the numbers were queried (database_bytes included)
+	VerifiedAt       *time.Time      `json:"verified_at"` // when they were last known current (queried, or counters unchanged)
+	Unchanged        bool            `json:"unchanged"`   // this refresh kept the numbers: counters did not move
 	QueryDuration    time.Duration   `json:"-"`
 	Failures         uint64          `json:"failures_total"` // failed reads since the process started
+
+	// baseline is what the tenant's server reported about its database
+	// just before the query that produced these numbers; nil when unknown
+	// (no change detection, the counters could not be read, or the query
+	// failed). Only a row with a baseline may be kept unchanged.
+	baseline *baseline
+}
+
+// baseline ties a DBActivity reading to the database it was read for, so a
+// tenant whose record moved to another database or server is queried.
+type baseline struct {
+	db       registry.Database
+	activity DBActivity
 }
 
 // Totals sums a Report. Customers counts every tenant record; the sums count
@@ -84,6 +139,14 @@ type Report struct {
 	FinishedAt time.Time
 	Duration   time.Duration
 	Totals     Totals
+	// Queried counts tenants whose database was queried in this refresh;
+	// Unchanged those kept from the previous report because their write
+	// counters did not move. Queried + Unchanged = len(Tenants).
+	Queried   int
+	Unchanged int
+	// ActivityFailures counts servers whose write counters could not be
+	// read; every tenant on them was queried.
+	ActivityFailures int
 	// Tenants holds one row per tenant record, sorted by slug.
 	Tenants []TenantStats
 }

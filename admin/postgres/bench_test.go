@@ -20,17 +20,27 @@ import (
 	"stagesub.dev/registry"
 )
 
-// BenchmarkRefresh measures one full refresh (admin.Collector over this
-// package's StatsSource, default concurrency 16 and timeout 2 s) across
-// 100 and 1,000 tenant databases cloned from a filled template, over TCP
-// with scram-sha-256 (as in production) and over the unix socket.
+// BenchmarkRefresh measures refreshes (admin.Collector over this package's
+// StatsSource, as cmd/stagesub-admin wires it: change detection on,
+// concurrency 16, timeout 2 s) across 100 and 1,000 tenant databases cloned
+// from a filled template. Modes:
 //
-// Reported besides ns/op: max_server_conns, the most stagesub_stats
-// backends pg_stat_activity showed at once (sampled continuously), and
-// max_client_conns, the most connections the source had open at once.
-// transport=unix-floor is the same fan-out doing only connect, SELECT 1,
-// disconnect: the least any per-database refresh can cost on the machine.
-// ADMIN_BENCH_TENANTS (e.g. "100,1000") picks the fleet sizes.
+//	cold/tcp, cold/unix  every tenant queried (no previous report), over TCP
+//	                     with scram-sha-256 (as in production) or the unix socket
+//	floor/unix           connect, SELECT 1, disconnect per tenant, same fan-out:
+//	                     the least any per-database refresh costs on the machine
+//	steady/tcp           the previous report is current and nothing changed:
+//	                     one pg_stat_database read, no tenant queried
+//	steady5pct/tcp       5% of the tenants written between refreshes (their
+//	                     statistics flushed): those are queried, the rest kept
+//
+// Reported besides ns/op: worst_s, queried (tenants queried per refresh),
+// max_server_conns (most stagesub_stats backends pg_stat_activity showed at
+// once, sampled continuously; the benchmark fails above 16) and
+// max_client_conns (most connections the source had open at once). Every
+// refresh checks that all tenants answered and the totals are exact.
+// ADMIN_BENCH_TENANTS (e.g. "100,1000") picks the fleet sizes,
+// ADMIN_BENCH_MODES (e.g. "cold/tcp,steady/tcp") the modes.
 func BenchmarkRefresh(b *testing.B) {
 	sizes := []int{100, 1000}
 	if v := os.Getenv("ADMIN_BENCH_TENANTS"); v != "" {
@@ -43,32 +53,66 @@ func BenchmarkRefresh(b *testing.B) {
 			sizes = append(sizes, n)
 		}
 	}
+	modes := []string{"cold/tcp", "cold/unix", "floor/unix", "steady/tcp", "steady5pct/tcp"}
+	if v := os.Getenv("ADMIN_BENCH_MODES"); v != "" {
+		modes = strings.Split(v, ",")
+	}
 	c := pgtest.Start(b, pgtest.WithTCP())
 	tmpl := filledTemplate(b, c)
-	var dbs []string
+	f := &benchFleet{c: c, added: map[string]int64{}}
 	for _, n := range sizes {
-		if len(dbs) < n {
+		if len(f.dbs) < n {
 			start := time.Now()
-			for len(dbs) < n {
+			for len(f.dbs) < n {
 				name, _ := c.CreateDB(b, tmpl)
-				dbs = append(dbs, name)
+				f.dbs = append(f.dbs, name)
 			}
 			b.Logf("created %d tenant databases from template %s in %s", n, tmpl, time.Since(start).Round(time.Millisecond))
 		}
-		for _, transport := range []string{"tcp", "unix", "unix-floor"} {
-			b.Run(fmt.Sprintf("tenants=%d/transport=%s", n, transport), func(b *testing.B) {
-				benchRefresh(b, c, dbs[:n], transport)
+		for _, mode := range modes {
+			b.Run(fmt.Sprintf("tenants=%d/%s", n, mode), func(b *testing.B) {
+				benchRefresh(b, f, n, mode)
 			})
 		}
 	}
 }
 
-func benchRefresh(b *testing.B, c *pgtest.Cluster, dbs []string, transport string) {
+// benchFleet is the benchmark's tenant databases and the musicians added to
+// each by steady5pct writes (for exact totals).
+type benchFleet struct {
+	c     *pgtest.Cluster
+	dbs   []string
+	added map[string]int64
+	next  int // next database to write to
+}
+
+func (f *benchFleet) musicians(n int) int64 {
+	t := int64(n * benchData.Musicians)
+	for _, db := range f.dbs[:n] {
+		t += f.added[db]
+	}
+	return t
+}
+
+// write adds one musician to k of the first n databases (round robin) and
+// flushes the writers' statistics.
+func (f *benchFleet) write(tb testing.TB, n, k int) {
+	for i := 0; i < k; i++ {
+		db := f.dbs[f.next%n]
+		f.next++
+		writeFlushed(tb, f.c, db, fmt.Sprintf(addMusicians, 1))
+		f.added[db]++
+	}
+}
+
+func benchRefresh(b *testing.B, f *benchFleet, n int, mode string) {
+	c := f.c
+	kind, transport, _ := strings.Cut(mode, "/")
 	snap := &registry.Snapshot{Tenants: map[string]*registry.Tenant{}, Instances: map[string][]registry.Instance{}}
-	for i, name := range dbs {
+	for i, name := range f.dbs[:n] {
 		slug := fmt.Sprintf("t%04d", i)
 		d := registry.Database{Host: "127.0.0.1", Port: c.Port(), Name: name}
-		if strings.HasPrefix(transport, "unix") {
+		if transport == "unix" {
 			d.Host = c.SocketDir()
 		}
 		snap.Tenants[slug] = &registry.Tenant{Slug: slug, Name: slug, Status: registry.StatusActive, Database: d}
@@ -77,41 +121,74 @@ func benchRefresh(b *testing.B, c *pgtest.Cluster, dbs []string, transport strin
 	if err != nil {
 		b.Fatal(err)
 	}
-	col := &admin.Collector{Source: src, Logger: discard}
-	want := int64(len(dbs) * benchData.Musicians)
-	if transport == "unix-floor" {
+	col := &admin.Collector{Source: src, Activity: src, Logger: discard}
+	if kind == "floor" {
 		// The floor: connect, SELECT 1, disconnect, with the same fan-out.
-		col.Source, want = floorSource{}, 0
+		col.Source, col.Activity = floorSource{}, nil
 	}
 	if v := os.Getenv("ADMIN_BENCH_CONCURRENCY"); v != "" {
 		col.Concurrency, _ = strconv.Atoi(v)
 	}
 	ctx := context.Background()
-
-	stop := sampleBackends(b, c)
-	b.ResetTimer()
-	var worst time.Duration
-	for i := 0; i < b.N; i++ {
-		rep, err := col.Collect(ctx, snap, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
+	check := func(rep *admin.Report) {
+		b.Helper()
 		if rep.Totals.Unreachable != 0 {
 			for _, t := range rep.Tenants {
 				if !t.Reachable {
-					b.Fatalf("%d of %d tenants unreachable, e.g. %s: %s", rep.Totals.Unreachable, len(dbs), t.Slug, t.Error)
+					b.Fatalf("%d of %d tenants unreachable, e.g. %s: %s", rep.Totals.Unreachable, n, t.Slug, t.Error)
 				}
 			}
+		}
+		want := f.musicians(n)
+		if kind == "floor" {
+			want = 0
 		}
 		if got := rep.Totals.Musicians; got != want {
 			b.Fatalf("musicians = %d, want %d", got, want)
 		}
+	}
+	var prev *admin.Report
+	if kind == "steady" || kind == "steady5pct" {
+		// The cold refresh before, untimed, with its own source so that
+		// max_client_conns counts only the timed refreshes.
+		warm, err := postgres.New(postgres.Config{DSN: "sslmode=disable", Password: admintest.StatsPassword})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wcol := *col
+		wcol.Source, wcol.Activity = warm, warm
+		if prev, err = wcol.Collect(ctx, snap, nil); err != nil {
+			b.Fatal(err)
+		}
+		check(prev)
+	}
+
+	stop := sampleBackends(b, c)
+	b.ResetTimer()
+	var worst time.Duration
+	queried := 0
+	for i := 0; i < b.N; i++ {
+		if kind == "steady5pct" {
+			b.StopTimer()
+			f.write(b, n, n/20)
+			b.StartTimer()
+		}
+		rep, err := col.Collect(ctx, snap, prev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		check(rep)
+		if kind == "steady" || kind == "steady5pct" {
+			prev = rep
+		}
 		worst = max(worst, rep.Duration)
+		queried += rep.Queried
 	}
 	b.StopTimer()
 	maxServer := stop()
 	b.ReportMetric(worst.Seconds(), "worst_s")
-	if transport == "unix-floor" {
+	b.ReportMetric(float64(queried)/float64(b.N), "queried")
+	if kind == "floor" {
 		return
 	}
 	b.ReportMetric(float64(maxServer), "max_server_conns")
@@ -122,6 +199,9 @@ func benchRefresh(b *testing.B, c *pgtest.Cluster, dbs []string, transport strin
 	}
 	if maxServer > limit {
 		b.Errorf("%d stats connections open at once, want at most %d", maxServer, limit)
+	}
+	if want := map[string]int{"steady": 0, "steady5pct": n / 20}[kind]; kind != "cold" && queried != want*b.N {
+		b.Errorf("queried %d tenants in %d refreshes, want %d each", queried, b.N, want)
 	}
 }
 

@@ -7,6 +7,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -34,14 +35,19 @@ type Config struct {
 	Password string
 }
 
-// StatsSource implements admin.StatsSource. It is safe for concurrent use.
+// StatsSource implements admin.StatsSource and admin.ActivitySource (the
+// write counters of every database on a server, for change detection). It
+// is safe for concurrent use.
 type StatsSource struct {
 	base *pgx.ConnConfig
 	open atomic.Int64 // connections open now
 	peak atomic.Int64 // most connections ever open at once
 }
 
-var _ admin.StatsSource = (*StatsSource)(nil)
+var (
+	_ admin.StatsSource    = (*StatsSource)(nil)
+	_ admin.ActivitySource = (*StatsSource)(nil)
+)
 
 // query reads the app's stats view and the database size in one round trip:
 // the columns of schema.StatsQuery, then the size (see sizedRow).
@@ -108,12 +114,10 @@ func closeAndWait(conn *pgx.Conn, d time.Duration) {
 	_, _ = io.Copy(io.Discard, nc) // until EOF: the server closed the socket
 }
 
-// FetchStats connects to db as the stats role, reads the stats view and the
-// database size and disconnects. The server cancels the statement itself
-// when ctx's deadline passes (statement_timeout), so a blocked tenant does
-// not keep a backend busy after the admin gave up.
-func (s *StatsSource) FetchStats(ctx context.Context, db registry.Database) (admin.DBStats, error) {
-	var size int64
+// config returns the connection settings for db: the base DSN with the
+// record's host, port (when set) and dbname, and, when ctx has a deadline,
+// statement_timeout and lock_timeout set from it.
+func (s *StatsSource) config(ctx context.Context, db registry.Database) (*pgx.ConnConfig, error) {
 	cc := s.base.Copy()
 	if db.Host != "" {
 		cc.Host = db.Host
@@ -127,10 +131,21 @@ func (s *StatsSource) FetchStats(ctx context.Context, db registry.Database) (adm
 	if dl, ok := ctx.Deadline(); ok {
 		ms := time.Until(dl).Milliseconds()
 		if ms < 1 {
-			return admin.DBStats{}, context.DeadlineExceeded
+			return nil, context.DeadlineExceeded
 		}
 		cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(ms, 10)
 		cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(ms, 10)
+	}
+	return cc, nil
+}
+
+// withConn connects to db as the stats role, runs f and disconnects,
+// waiting until the backend has gone (closeAndWait). It counts the
+// connection in Open and Peak.
+func (s *StatsSource) withConn(ctx context.Context, db registry.Database, f func(*pgx.Conn) error) error {
+	cc, err := s.config(ctx, db)
+	if err != nil {
+		return err
 	}
 	n := s.open.Add(1)
 	defer s.open.Add(-1)
@@ -142,13 +157,95 @@ func (s *StatsSource) FetchStats(ctx context.Context, db registry.Database) (adm
 	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return admin.DBStats{}, fmt.Errorf("postgres: connect %s: %w", db.Name, err)
+		return fmt.Errorf("postgres: connect %s: %w", db.Name, err)
 	}
 	defer closeAndWait(conn, time.Second)
-	st, err := schema.ScanStats(sizedRow{conn.QueryRow(ctx, query), &size})
+	if err := f(conn); err != nil {
+		return fmt.Errorf("postgres: %s: %w", db.Name, err)
+	}
+	return nil
+}
+
+// FetchStats connects to db as the stats role, reads the stats view and the
+// database size and disconnects. The server cancels the statement itself
+// when ctx's deadline passes (statement_timeout), so a blocked tenant does
+// not keep a backend busy after the admin gave up.
+func (s *StatsSource) FetchStats(ctx context.Context, db registry.Database) (admin.DBStats, error) {
+	var size int64
+	var st schema.Stats
+	err := s.withConn(ctx, db, func(conn *pgx.Conn) error {
+		var err error
+		st, err = schema.ScanStats(sizedRow{conn.QueryRow(ctx, query), &size})
+		return err
+	})
 	if err != nil {
-		return admin.DBStats{}, fmt.Errorf("postgres: %s: %w", db.Name, err)
+		return admin.DBStats{}, err
 	}
 	return admin.DBStats{Musicians: st.Musicians, Projects: st.Projects, OpenRequests: st.OpenRequests,
 		LastActivity: st.LastActivity, SchemaVersion: st.SchemaVersion, SizeBytes: size}, nil
+}
+
+// ServerKey returns "host:port" of the server db is read from (the record's
+// host and port, else the DSN's): tenants with the same key share one
+// ReadActivity.
+func (s *StatsSource) ServerKey(db registry.Database) string {
+	host, port := s.base.Host, s.base.Port
+	if db.Host != "" {
+		host = db.Host
+	}
+	if db.Port != 0 {
+		port = uint16(db.Port)
+	}
+	return host + ":" + strconv.Itoa(int(port))
+}
+
+// activityQuery reads the write counters of every database on the server
+// from the cumulative statistics (pg_stat_database, readable by every role)
+// and whether the current role may connect to it. The shared-objects row
+// (datid 0) has no pg_database entry and is left out by the join.
+// The last column is track_counts: when it is off the counters never move,
+// and ReadActivity fails so that every tenant is queried.
+const activityQuery = `SELECT s.datname, s.datid, s.tup_inserted, s.tup_updated, s.tup_deleted, s.stats_reset,
+       d.datallowconn AND has_database_privilege(d.oid, 'CONNECT'), current_setting('track_counts')::bool
+FROM pg_stat_database s JOIN pg_database d ON d.oid = s.datid`
+
+// ReadActivity connects to db as the stats role and returns the write
+// counters of every database on its server, by name. A fresh connection
+// reads the counters as flushed now (stats_fetch_consistency caches them
+// per transaction, and the query is its own transaction).
+func (s *StatsSource) ReadActivity(ctx context.Context, db registry.Database) (map[string]admin.DBActivity, error) {
+	out := map[string]admin.DBActivity{}
+	err := s.withConn(ctx, db, func(conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, activityQuery)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				name   string
+				a      admin.DBActivity
+				reset  *time.Time
+				counts bool
+			)
+			if err := rows.Scan(&name, &a.OID, &a.TupInserted, &a.TupUpdated, &a.TupDeleted, &reset, &a.Connectable, &counts); err != nil {
+				return fmt.Errorf("pg_stat_database: %w", err)
+			}
+			if !counts {
+				return errors.New("pg_stat_database: track_counts is off, the write counters do not move")
+			}
+			if reset != nil {
+				a.StatsReset = reset.UnixMicro()
+			}
+			out[name] = a
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("pg_stat_database: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }

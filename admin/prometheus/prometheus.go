@@ -19,9 +19,14 @@ type Metrics struct {
 	report func() *admin.Report
 	now    func() time.Time
 	fanout prometheus.Histogram
+	// refreshed counts tenants per refresh outcome: "queried" (the
+	// database was read) or "unchanged" (kept: write counters did not move).
+	refreshed        *prometheus.CounterVec
+	activityFailures prometheus.Counter
 
 	musicians, projects, openRequests, up, lastActivity, dbSize *prometheus.Desc
 	passing, instances, failures, age, tenants                  *prometheus.Desc
+	lastRefresh                                                 *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Metrics)(nil)
@@ -41,6 +46,15 @@ func New(report func() *admin.Report) *Metrics {
 			Help:    "Duration of one full stats refresh over every tenant database.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32},
 		}),
+		refreshed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stagesub_admin_refresh_tenants_total",
+			Help: "Tenants handled by stats refreshes: result=queried (database read) or unchanged (kept, write counters did not move).",
+		}, []string{"result"}),
+		activityFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stagesub_admin_activity_failures_total",
+			Help: "Servers whose pg_stat_database could not be read in a refresh (every tenant on them was queried).",
+		}),
+		lastRefresh:  d("last_refresh_tenants", "Tenants in the latest report by result: queried or unchanged.", []string{"result"}),
 		musicians:    d("tenant_musicians", "Musicians in the tenant's database (last successful read).", tenant),
 		projects:     d("tenant_projects", "Projects in the tenant's database (last successful read).", tenant),
 		openRequests: d("tenant_open_requests", "Open substitute requests in the tenant's database (last successful read).", tenant),
@@ -55,21 +69,29 @@ func New(report func() *admin.Report) *Metrics {
 	}
 }
 
-// Register registers m and its histogram with reg.
+// Register registers m, its histogram and its counters with reg.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	if err := reg.Register(m.fanout); err != nil {
-		return err
+	for _, c := range []prometheus.Collector{m.fanout, m.refreshed, m.activityFailures} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
 	}
 	return reg.Register(m)
 }
 
-// Observe records a published report's fan-out duration.
-func (m *Metrics) Observe(r *admin.Report) { m.fanout.Observe(r.Duration.Seconds()) }
+// Observe records a published report's fan-out duration and how many
+// tenants it queried or kept unchanged.
+func (m *Metrics) Observe(r *admin.Report) {
+	m.fanout.Observe(r.Duration.Seconds())
+	m.refreshed.WithLabelValues("queried").Add(float64(r.Queried))
+	m.refreshed.WithLabelValues("unchanged").Add(float64(r.Unchanged))
+	m.activityFailures.Add(float64(r.ActivityFailures))
+}
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.musicians, m.projects, m.openRequests, m.up, m.lastActivity,
-		m.dbSize, m.passing, m.instances, m.failures, m.age, m.tenants} {
+		m.dbSize, m.passing, m.instances, m.failures, m.age, m.tenants, m.lastRefresh} {
 		ch <- d
 	}
 }
@@ -80,6 +102,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	g := prometheus.GaugeValue
 	ch <- prometheus.MustNewConstMetric(m.age, g, r.Age(m.now()).Seconds())
 	ch <- prometheus.MustNewConstMetric(m.tenants, g, float64(len(r.Tenants)))
+	ch <- prometheus.MustNewConstMetric(m.lastRefresh, g, float64(r.Queried), "queried")
+	ch <- prometheus.MustNewConstMetric(m.lastRefresh, g, float64(r.Unchanged), "unchanged")
 	for i := range r.Tenants {
 		t := &r.Tenants[i]
 		up := 0.0

@@ -20,14 +20,27 @@ func TestMetrics(t *testing.T) {
 			Reachable: true, StatsAt: &now, InstancesPassing: 1, InstancesTotal: 2},
 		{Slug: "bb", Reachable: false, Failures: 4}, // never read: no numbers
 	}
-	rep := &admin.Report{Generation: 1, FinishedAt: now, Duration: 1500 * time.Millisecond, Tenants: rows, Totals: admin.Sum(rows)}
+	rep := &admin.Report{Generation: 1, FinishedAt: now, Duration: 1500 * time.Millisecond, Tenants: rows, Totals: admin.Sum(rows),
+		Queried: 1, Unchanged: 1, ActivityFailures: 1}
 	m := prometheus.New(func() *admin.Report { return rep })
 	reg := prom.NewPedanticRegistry()
 	if err := m.Register(reg); err != nil {
 		t.Fatal(err)
 	}
 	m.Observe(rep)
+	m.Observe(rep)
 	want := `
+# HELP stagesub_admin_activity_failures_total Servers whose pg_stat_database could not be read in a refresh (every tenant on them was queried).
+# TYPE stagesub_admin_activity_failures_total counter
+stagesub_admin_activity_failures_total 2
+# HELP stagesub_admin_last_refresh_tenants Tenants in the latest report by result: queried or unchanged.
+# TYPE stagesub_admin_last_refresh_tenants gauge
+stagesub_admin_last_refresh_tenants{result="queried"} 1
+stagesub_admin_last_refresh_tenants{result="unchanged"} 1
+# HELP stagesub_admin_refresh_tenants_total Tenants handled by stats refreshes: result=queried (database read) or unchanged (kept, write counters did not move).
+# TYPE stagesub_admin_refresh_tenants_total counter
+stagesub_admin_refresh_tenants_total{result="queried"} 2
+stagesub_admin_refresh_tenants_total{result="unchanged"} 2
 # HELP stagesub_admin_fanout_duration_seconds Duration of one full stats refresh over every tenant database.
 # TYPE stagesub_admin_fanout_duration_seconds histogram
 stagesub_admin_fanout_duration_seconds_bucket{le="0.05"} 0
@@ -35,14 +48,14 @@ stagesub_admin_fanout_duration_seconds_bucket{le="0.1"} 0
 stagesub_admin_fanout_duration_seconds_bucket{le="0.25"} 0
 stagesub_admin_fanout_duration_seconds_bucket{le="0.5"} 0
 stagesub_admin_fanout_duration_seconds_bucket{le="1"} 0
-stagesub_admin_fanout_duration_seconds_bucket{le="2"} 1
-stagesub_admin_fanout_duration_seconds_bucket{le="4"} 1
-stagesub_admin_fanout_duration_seconds_bucket{le="8"} 1
-stagesub_admin_fanout_duration_seconds_bucket{le="16"} 1
-stagesub_admin_fanout_duration_seconds_bucket{le="32"} 1
-stagesub_admin_fanout_duration_seconds_bucket{le="+Inf"} 1
-stagesub_admin_fanout_duration_seconds_sum 1.5
-stagesub_admin_fanout_duration_seconds_count 1
+stagesub_admin_fanout_duration_seconds_bucket{le="2"} 2
+stagesub_admin_fanout_duration_seconds_bucket{le="4"} 2
+stagesub_admin_fanout_duration_seconds_bucket{le="8"} 2
+stagesub_admin_fanout_duration_seconds_bucket{le="16"} 2
+stagesub_admin_fanout_duration_seconds_bucket{le="32"} 2
+stagesub_admin_fanout_duration_seconds_bucket{le="+Inf"} 2
+stagesub_admin_fanout_duration_seconds_sum 3
+stagesub_admin_fanout_duration_seconds_count 2
 # HELP stagesub_admin_tenant_database_size_bytes Size of the tenant's database (pg_database_size).
 # TYPE stagesub_admin_tenant_database_size_bytes gauge
 stagesub_admin_tenant_database_size_bytes{tenant="aa"} 4096
@@ -80,6 +93,7 @@ stagesub_admin_tenants 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"stagesub_admin_fanout_duration_seconds", "stagesub_admin_tenant_database_size_bytes",
+		"stagesub_admin_activity_failures_total", "stagesub_admin_last_refresh_tenants", "stagesub_admin_refresh_tenants_total",
 		"stagesub_admin_tenant_instances", "stagesub_admin_tenant_instances_passing",
 		"stagesub_admin_tenant_last_activity_timestamp_seconds", "stagesub_admin_tenant_musicians",
 		"stagesub_admin_tenant_open_requests", "stagesub_admin_tenant_projects",

@@ -34,6 +34,8 @@ func TestLoad(t *testing.T) {
 			{"concurrency", strconv.Itoa(c.Concurrency), "16"},
 			{"timeout", c.Timeout.String(), "2s"},
 			{"interval", c.Interval.String(), "30s"},
+			{"change detection", strconv.FormatBool(c.ChangeDetection), "true"},
+			{"full interval", c.FullInterval.String(), "10m0s"},
 		} {
 			if tt.got != tt.want {
 				t.Errorf("%s = %q, want %q", tt.what, tt.got, tt.want)
@@ -47,12 +49,16 @@ func TestLoad(t *testing.T) {
 	t.Run("Overrides", func(t *testing.T) {
 		m := main.NewMain(io.Discard)
 		err := m.Load(nil, append(base, "STAGESUB_STATS_CONCURRENCY=4", "STAGESUB_STATS_TIMEOUT=500ms",
-			"STAGESUB_STATS_INTERVAL=1m", "STAGESUB_PANEL_URL=https://{slug}.localhost:8443/", "STAGESUB_REGISTER=0",
+			"STAGESUB_STATS_INTERVAL=1m", "STAGESUB_STATS_CHANGE_DETECTION=off", "STAGESUB_STATS_FULL_INTERVAL=5m",
+			"STAGESUB_PANEL_URL=https://{slug}.localhost:8443/", "STAGESUB_REGISTER=0",
 			"STAGESUB_SESSION_KEY="+strings.Repeat("ab", 32)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := m.Config
+		if c.ChangeDetection || c.FullInterval != 5*time.Minute {
+			t.Errorf("change detection = %v, full interval = %s, want false, 5m", c.ChangeDetection, c.FullInterval)
+		}
 		if c.Concurrency != 4 || c.Timeout != 500*time.Millisecond || c.Interval != time.Minute || c.Register ||
 			c.PanelURL != "https://{slug}.localhost:8443/" || c.SessionKeyRandom || len(c.SessionKey) != 32 {
 			t.Errorf("config = %+v", c)
@@ -100,6 +106,8 @@ func TestLoad(t *testing.T) {
 		{"ErrBadHash", []string{"STAGESUB_ADMIN_USER=root", "STAGESUB_ADMIN_PASSWORD_HASH=secret"}},
 		{"ErrConcurrency", append(base, "STAGESUB_STATS_CONCURRENCY=0")},
 		{"ErrTimeout", append(base, "STAGESUB_STATS_TIMEOUT=soon")},
+		{"ErrChangeDetection", append(base, "STAGESUB_STATS_CHANGE_DETECTION=maybe")},
+		{"ErrFullInterval", append(base, "STAGESUB_STATS_FULL_INTERVAL=-1m")},
 		{"ErrSessionKey", append(base, "STAGESUB_SESSION_KEY=short")},
 		{"ErrPanelURL", append(base, "STAGESUB_PANEL_URL=https://example.com/")},
 		{"ErrStatsDSN", append(base, "STAGESUB_STATS_DSN=postgres://%zz")},

@@ -37,21 +37,23 @@ import (
 // Environment variables read by stagesub-admin (besides registry's
 // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN and STAGESUB_BASE_DOMAIN).
 const (
-	EnvListen            = "STAGESUB_LISTEN"              // default 127.0.0.1:0
-	EnvAdvertise         = "STAGESUB_ADVERTISE"           // host:port registered in Consul; default the listen address
-	EnvRegister          = "STAGESUB_REGISTER"            // "0"/"false": do not register in Consul
-	EnvAdminUser         = "STAGESUB_ADMIN_USER"          // required
-	EnvAdminPasswordHash = "STAGESUB_ADMIN_PASSWORD_HASH" // required: argon2id or bcrypt
-	EnvSessionKey        = "STAGESUB_SESSION_KEY"         // >= 32 bytes, hex or base64; random when empty
-	EnvStatsPassword     = "STAGESUB_STATS_PASSWORD"      // password of role stagesub_stats
-	EnvStatsDSN          = "STAGESUB_STATS_DSN"           // base DSN: sslmode, default host/port ...
-	EnvStatsConcurrency  = "STAGESUB_STATS_CONCURRENCY"   // default 16
-	EnvStatsTimeout      = "STAGESUB_STATS_TIMEOUT"       // per tenant, default 2s
-	EnvStatsInterval     = "STAGESUB_STATS_INTERVAL"      // default 30s
-	EnvPanelURL          = "STAGESUB_PANEL_URL"           // e.g. https://{slug}.localhost:8443/
-	EnvMetricsToken      = "STAGESUB_METRICS_TOKEN"       // bearer token for /metrics; empty = open
-	EnvLogLevel          = "STAGESUB_LOG_LEVEL"           // debug, info, warn, error
-	EnvTrustedProxies    = "STAGESUB_TRUSTED_PROXIES"     // comma-separated CIDRs whose X-Forwarded-For is believed; default loopback
+	EnvListen            = "STAGESUB_LISTEN"                 // default 127.0.0.1:0
+	EnvAdvertise         = "STAGESUB_ADVERTISE"              // host:port registered in Consul; default the listen address
+	EnvRegister          = "STAGESUB_REGISTER"               // "0"/"false": do not register in Consul
+	EnvAdminUser         = "STAGESUB_ADMIN_USER"             // required
+	EnvAdminPasswordHash = "STAGESUB_ADMIN_PASSWORD_HASH"    // required: argon2id or bcrypt
+	EnvSessionKey        = "STAGESUB_SESSION_KEY"            // >= 32 bytes, hex or base64; random when empty
+	EnvStatsPassword     = "STAGESUB_STATS_PASSWORD"         // password of role stagesub_stats
+	EnvStatsDSN          = "STAGESUB_STATS_DSN"              // base DSN: sslmode, default host/port ...
+	EnvStatsConcurrency  = "STAGESUB_STATS_CONCURRENCY"      // default 16
+	EnvStatsTimeout      = "STAGESUB_STATS_TIMEOUT"          // per tenant, default 2s
+	EnvStatsInterval     = "STAGESUB_STATS_INTERVAL"         // default 30s
+	EnvStatsChanges      = "STAGESUB_STATS_CHANGE_DETECTION" // default on; "0"/"false"/"off": query every tenant every refresh
+	EnvStatsFullInterval = "STAGESUB_STATS_FULL_INTERVAL"    // with change detection: re-query every tenant at least this often, default 10m
+	EnvPanelURL          = "STAGESUB_PANEL_URL"              // e.g. https://{slug}.localhost:8443/
+	EnvMetricsToken      = "STAGESUB_METRICS_TOKEN"          // bearer token for /metrics; empty = open
+	EnvLogLevel          = "STAGESUB_LOG_LEVEL"              // debug, info, warn, error
+	EnvTrustedProxies    = "STAGESUB_TRUSTED_PROXIES"        // comma-separated CIDRs whose X-Forwarded-For is believed; default loopback
 )
 
 // Config is the admin's configuration, from Load.
@@ -71,8 +73,12 @@ type Config struct {
 	Concurrency       int
 	Timeout           time.Duration
 	Interval          time.Duration
-	MetricsToken      string
-	LogLevel          slog.Level
+	// ChangeDetection skips tenants whose write counters did not move;
+	// FullInterval bounds how long a tenant goes unqueried.
+	ChangeDetection bool
+	FullInterval    time.Duration
+	MetricsToken    string
+	LogLevel        slog.Level
 	// TrustedProxies are the peers (the routers) whose X-Forwarded-For
 	// names the client for the login rate limit; default loopback.
 	TrustedProxies []netip.Prefix
@@ -117,6 +123,7 @@ func (m *Main) Load(args, environ []string) error {
 			env[k] = v
 		}
 	}
+	var errs []error
 	c := Config{
 		Listen:        or(env[EnvListen], "127.0.0.1:0"),
 		Advertise:     env[EnvAdvertise],
@@ -133,8 +140,15 @@ func (m *Main) Load(args, environ []string) error {
 		Concurrency:   admin.DefaultConcurrency,
 		Timeout:       admin.DefaultTimeout,
 		Interval:      admin.DefaultInterval,
+		FullInterval:  admin.DefaultFullEvery,
 	}
-	var errs []error
+	switch v := strings.ToLower(env[EnvStatsChanges]); v {
+	case "", "1", "true", "on":
+		c.ChangeDetection = true
+	case "0", "false", "off":
+	default:
+		errs = append(errs, fmt.Errorf("%s: want on or off, got %q", EnvStatsChanges, env[EnvStatsChanges]))
+	}
 	if c.User == "" {
 		errs = append(errs, fmt.Errorf("%s is required", EnvAdminUser))
 	}
@@ -159,7 +173,7 @@ func (m *Main) Load(args, environ []string) error {
 	for _, d := range []struct {
 		name string
 		dst  *time.Duration
-	}{{EnvStatsTimeout, &c.Timeout}, {EnvStatsInterval, &c.Interval}} {
+	}{{EnvStatsTimeout, &c.Timeout}, {EnvStatsInterval, &c.Interval}, {EnvStatsFullInterval, &c.FullInterval}} {
 		if v := env[d.name]; v != "" {
 			x, err := time.ParseDuration(v)
 			if err != nil || x <= 0 {
@@ -243,6 +257,11 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	var activity admin.ActivitySource
+	if c.ChangeDetection {
+		activity = src
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	watcher := consul.NewWatcher(cc, consul.WatchOptions{Logger: log.With("component", "watch")})
@@ -253,7 +272,8 @@ func (m *Main) Run(ctx context.Context) error {
 	)
 	m.Cache = admin.NewCache(admin.CacheOptions{
 		Collector: &admin.Collector{
-			Source: src, Concurrency: c.Concurrency, Timeout: c.Timeout,
+			Source: src, Activity: activity, FullEvery: c.FullInterval,
+			Concurrency: c.Concurrency, Timeout: c.Timeout,
 			PanelURL: panelURL(c.PanelURL), Logger: log.With("component", "stats"),
 		},
 		Snapshot: watcher.Snapshot,
