@@ -42,6 +42,13 @@
 // the router's 404 page. Instances are scraped directly, never through the
 // router, and their /metrics would expose internals (the admin's: every
 // tenant's counts) to the Internet.
+//
+// Upstream client: by default requests go out through an Upstream, pooled
+// keep-alive HTTP/1.1 connections written and read on the handler's own
+// goroutine (no per-request goroutine hand-offs); WebSocket and other
+// upgrades, and "Expect: 100-continue", go through an http.Transport. Its
+// errors classify like http.Transport's (dial, timeout, reset), so the
+// retry and ejection rules above are the same with either.
 package proxy
 
 import (
@@ -116,8 +123,10 @@ type Config struct {
 	ResponseTimeout      time.Duration // upstream response header timeout; default 60s
 	EjectBase            time.Duration // default 1s
 	EjectMax             time.Duration // default 30s
-	// Transport overrides the upstream transport (tests); default a pooled
-	// keep-alive http.Transport built from the timeouts above.
+	// Transport overrides the upstream transport (tests); default an
+	// Upstream (pooled keep-alive HTTP/1.1 on the handler's goroutine, see
+	// Upstream) built from the timeouts above, with an http.Transport for
+	// protocol upgrades.
 	Transport http.RoundTripper
 }
 
@@ -185,7 +194,7 @@ func New(c Config) *Handler {
 		h.alog = &accessLogger{w: c.AccessLogWriter}
 	}
 	if h.transport == nil {
-		h.transport = NewTransport(c.DialTimeout, c.ResponseTimeout)
+		h.transport = NewUpstream(UpstreamConfig{DialTimeout: c.DialTimeout, ResponseTimeout: c.ResponseTimeout})
 	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
@@ -201,8 +210,9 @@ func New(c Config) *Handler {
 	return h
 }
 
-// NewTransport returns the pooled keep-alive upstream transport: HTTP/1.1,
-// no environment proxy, no compression changes.
+// NewTransport returns a pooled keep-alive http.Transport for upstreams:
+// HTTP/1.1, no environment proxy, no compression changes. The Upstream
+// uses one for protocol upgrades.
 func NewTransport(dialTimeout, responseTimeout time.Duration) *http.Transport {
 	return &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
@@ -246,6 +256,11 @@ type reqState struct {
 	// waited is set once the request has waited for an instance to appear
 	// (NoInstanceWait); a request waits at most once.
 	waited bool
+}
+
+// replayBody returns a reader of the buffered request body (Request.GetBody).
+func (st *reqState) replayBody() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(st.replay)), nil
 }
 
 // peerString returns st.peer.String(), computed once per request (for
@@ -501,6 +516,7 @@ func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		switch {
 		case st.replay != nil:
 			out.Body = io.NopCloser(bytes.NewReader(st.replay))
+			out.GetBody = st.replayBody // the transport may send it again
 		case body != nil:
 			out.Body = body
 		}

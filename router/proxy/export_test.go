@@ -1,0 +1,4 @@
+package proxy
+
+// Classify exposes classify to the external tests.
+var Classify = classify
