@@ -49,6 +49,17 @@ type DBActivity struct {
 	TupDeleted  int64
 	// StatsReset is stats_reset in Unix microseconds; 0 when never reset.
 	StatsReset int64
+	// StatsEpoch identifies the server's current set of cumulative
+	// statistics, in Unix microseconds (0 if unknown): PostgreSQL's
+	// pg_stat_bgwriter.stats_reset, which the server sets whenever it
+	// discards all statistics (crash recovery, immediate shutdown, a
+	// missing or corrupt statistics file; also pg_stat_reset_shared). After
+	// such a discard a database's counters restart from 0 without a
+	// stats_reset of their own and could come back to an old value, so
+	// counters of different epochs are never compared. A clean restart
+	// keeps the statistics and the epoch. It also tells apart a different
+	// server answering at the same address.
+	StatsEpoch int64
 	// Connectable is false when the database refuses the stats role
 	// (datallowconn off, or no CONNECT privilege): never trust counters
 	// then; a query must find out and flag it.
@@ -100,7 +111,7 @@ type TenantStats struct {
 	VerifiedAt       *time.Time      `json:"verified_at"` // when they were last known current (queried, or counters unchanged)
 	Unchanged        bool            `json:"unchanged"`   // this refresh kept the numbers: counters did not move
 	QueryDuration    time.Duration   `json:"-"`
-	Failures         uint64          `json:"failures_total"` // failed reads since the process started
+	Failures         uint64          `json:"failures_total"` // failed reads since the process started (or since the state file began, see SaveState)
 
 	// baseline is what the tenant's server reported about its database
 	// just before the query that produced these numbers; nil when unknown
@@ -147,6 +158,10 @@ type Report struct {
 	// ActivityFailures counts servers whose write counters could not be
 	// read; every tenant on them was queried.
 	ActivityFailures int
+	// Restored is true for a report loaded from the state file at start
+	// (LoadState): its numbers were collected by an earlier process, before
+	// a restart, at FinishedAt. Reports produced by Collect have it false.
+	Restored bool
 	// Tenants holds one row per tenant record, sorted by slug.
 	Tenants []TenantStats
 }

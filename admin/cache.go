@@ -2,7 +2,9 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -25,10 +27,24 @@ type CacheOptions struct {
 	// Interval between background refreshes (default DefaultInterval); a
 	// report older than Interval is stale and Get starts a refresh.
 	Interval time.Duration
-	// OnReport, if not nil, is called with every published report.
+	// OnReport, if not nil, is called with every published report (not
+	// with a report loaded from StateFile).
 	OnReport func(*Report)
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// StateFile, if not empty, keeps the report across restarts. NewCache
+	// loads it (LoadState) as the current report: pages show it at once
+	// (Report.Restored marks it) and the first refresh uses it as its
+	// previous report, so with change detection only tenants that changed
+	// or are due are queried. A missing file, or one LoadState refuses
+	// (corrupt, other version), is logged and ignored: the first refresh is
+	// cold. Every published report is then saved to it (SaveState) before
+	// the refresh returns to its callers; a failed save is logged and
+	// passed to OnStateSave, and never fails the refresh.
+	StateFile string
+	// OnStateSave, if not nil, is called with the result of every save to
+	// StateFile (nil on success).
+	OnStateSave func(error)
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Cache holds the latest Report and refreshes it: in the background every
@@ -47,6 +63,9 @@ type Cache struct {
 	inflight *flight         // nil when no refresh runs
 	baseCtx  context.Context // set by Run: context of Get's background refreshes
 	gen      uint64
+
+	saveMu   sync.Mutex // serializes saves to StateFile
+	savedGen uint64     // generation last saved: an older report never overwrites a newer one
 }
 
 // flight is one running refresh and the callers waiting for it.
@@ -58,7 +77,9 @@ type flight struct {
 	err     error
 }
 
-// NewCache returns a Cache holding an empty report (Generation 0).
+// NewCache returns a Cache holding an empty report (Generation 0), or the
+// report loaded from o.StateFile (see CacheOptions.StateFile); published
+// generations then continue from the loaded one.
 func NewCache(o CacheOptions) *Cache {
 	if o.Interval <= 0 {
 		o.Interval = DefaultInterval
@@ -71,7 +92,46 @@ func NewCache(o CacheOptions) *Cache {
 	}
 	c := &Cache{o: o}
 	c.report.Store(&Report{Totals: Sum(nil)})
+	if o.StateFile != "" {
+		c.load()
+	}
 	return c
+}
+
+// load seeds the cache with the report in StateFile, if there is a usable one.
+func (c *Cache) load() {
+	log := c.o.Logger.With("path", c.o.StateFile)
+	rep, err := LoadState(c.o.StateFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		log.Info("no saved stats report yet; the first refresh queries every tenant")
+		return
+	case err != nil:
+		log.Warn("ignoring the saved stats report; the first refresh queries every tenant", "err", err)
+		return
+	}
+	c.report.Store(rep)
+	c.gen, c.savedGen = rep.Generation, rep.Generation
+	log.Info("loaded the saved stats report", "generation", rep.Generation, "tenants", len(rep.Tenants),
+		"finished_at", rep.FinishedAt, "age", c.o.Now().Sub(rep.FinishedAt).Round(time.Second))
+}
+
+// save writes rep to StateFile unless a newer report was saved already.
+func (c *Cache) save(rep *Report) {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	if rep.Generation <= c.savedGen {
+		return
+	}
+	err := SaveState(c.o.StateFile, rep)
+	if err != nil {
+		c.o.Logger.Warn("saving the stats report failed; the refresh is published anyway", "path", c.o.StateFile, "err", err)
+	} else {
+		c.savedGen = rep.Generation
+	}
+	if c.o.OnStateSave != nil {
+		c.o.OnStateSave(err)
+	}
 }
 
 // Interval returns the background refresh interval.
@@ -151,6 +211,14 @@ func (c *Cache) run(ctx context.Context, f *flight) {
 		rep.Generation = c.gen
 		c.report.Store(rep)
 	}
+	c.mu.Unlock()
+	if err == nil && c.o.StateFile != "" {
+		// Saved before the refresh counts as done: when Refresh returns,
+		// the file holds this report (or the failure was logged), and no
+		// other refresh runs meanwhile.
+		c.save(rep)
+	}
+	c.mu.Lock()
 	f.rep, f.err = rep, err
 	c.inflight = nil
 	c.mu.Unlock()

@@ -36,8 +36,9 @@ const (
 //   - its last read succeeded and recorded a baseline: the counters read
 //     just before that query, for the same database location;
 //   - the counters read now equal that baseline (same oid, tup_inserted,
-//     tup_updated, tup_deleted, stats_reset) and the database accepts the
-//     stats role (datallowconn, CONNECT);
+//     tup_updated, tup_deleted, stats_reset and server statistics epoch, see
+//     DBActivity.StatsEpoch) and the database accepts the stats role
+//     (datallowconn, CONNECT);
 //   - its numbers are younger than its forced re-query age: a point between
 //     half of FullEvery and FullEvery drawn per tenant and query (fullDue), so
 //     that the forced re-queries of a fleet read at start-up spread over
@@ -50,8 +51,12 @@ const (
 // not see can only move the counters after the baseline: when its flush
 // arrives, the tenant is queried again. The numbers of a skipped tenant are
 // therefore at most one flush delay plus one refresh interval behind, and
-// never older than FullEvery. What the counters do not see (TRUNCATE, lost
-// statistics after a crash) is caught by FullEvery.
+// never older than FullEvery. What the counters do not see (TRUNCATE) is
+// caught by FullEvery; statistics lost in a crash change the epoch.
+//
+// prev may come from an earlier process (Cache's state file, LoadState):
+// its baselines and StatsAt are compared like any others, so a restart
+// queries what changed or fell due while the admin was down.
 //
 // A server's counters are read through one of its tenant databases (those
 // that answered last time first; up to activityAttempts of them within one

@@ -350,7 +350,7 @@ func (h *Handler) apiStats(w http.ResponseWriter, r *http.Request) {
 	v := parseView(r.URL.Query())
 	now := h.o.Now()
 	out := apiReport{
-		Generation: rep.Generation, Refreshing: h.o.Stats.Refreshing(),
+		Generation: rep.Generation, Refreshing: h.o.Stats.Refreshing(), Restored: rep.Restored,
 		IntervalSeconds: h.o.Stats.Interval().Seconds(),
 		Totals:          rep.Totals, Tenants: []json.RawMessage{},
 	}
@@ -375,6 +375,7 @@ type apiReport struct {
 	DurationSeconds float64           `json:"duration_seconds"`
 	Generation      uint64            `json:"generation"`
 	Refreshing      bool              `json:"refreshing"`
+	Restored        bool              `json:"restored"` // loaded from the state file: collected before the admin restarted
 	IntervalSeconds float64           `json:"refresh_interval_seconds"`
 	Totals          admin.Totals      `json:"totals"`
 	Tenants         []json.RawMessage `json:"tenants"` // admin.TenantStats

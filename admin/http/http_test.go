@@ -549,6 +549,36 @@ func TestAPIStats(t *testing.T) {
 		}
 	})
 
+	t.Run("Restored", func(t *testing.T) {
+		// A report loaded from the state file says so, in the API and on
+		// the page, with its date: it is from before the restart.
+		now := time.Now()
+		rep := testReport(now)
+		rep.FinishedAt = now.Add(-3 * time.Hour)
+		rep.Restored = true
+		e.stats.report.Store(rep)
+		defer e.stats.report.Store(testReport(time.Now()))
+		for _, tt := range []struct {
+			restored bool
+			wantPage string
+		}{
+			{true, "Data from " + rep.FinishedAt.UTC().Format("2006-01-02 15:04:05 UTC") + " (3 h ago), before restart"},
+			{false, "Data from " + rep.FinishedAt.UTC().Format("15:04:05 UTC") + " (3 h ago)</span>"},
+		} {
+			rep.Restored = tt.restored
+			_, m := get("/api/v1/stats", basic(user, pw))
+			if got := m["restored"]; got != tt.restored {
+				t.Errorf("restored=%v: api restored = %v", tt.restored, got)
+			}
+			c := e.client(t)
+			c.login(t)
+			page := bodyOf(t, c.do("GET", "/", nil, nil))
+			if !strings.Contains(page, tt.wantPage) {
+				t.Errorf("restored=%v: page lacks %q:\n%s", tt.restored, tt.wantPage, page)
+			}
+		}
+	})
+
 	t.Run("Empty", func(t *testing.T) {
 		e.stats.report.Store(&admin.Report{Totals: admin.Sum(nil)})
 		defer e.stats.report.Store(testReport(time.Now()))

@@ -33,11 +33,18 @@ import (
 //	                     one pg_stat_database read, no tenant queried
 //	steady5pct/tcp       5% of the tenants written between refreshes (their
 //	                     statistics flushed): those are queried, the rest kept
+//	restart/tcp          an admin restart with a state file: a previous refresh
+//	                     saved its report (untimed); each op is a new Cache
+//	                     loading the file (admin.CacheOptions.StateFile) and
+//	                     its first refresh (which saves again), nothing
+//	                     changed in between: no tenant queried
 //
 // Reported besides ns/op: worst_s, queried (tenants queried per refresh),
 // max_server_conns (most stagesub_stats backends pg_stat_activity showed at
 // once, sampled continuously; the benchmark fails above 16) and
-// max_client_conns (most connections the source had open at once). Every
+// max_client_conns (most connections the source had open at once);
+// restart/tcp also load_ms (reading and checking the state file) and
+// state_kb (its size). Every
 // refresh checks that all tenants answered and the totals are exact.
 // ADMIN_BENCH_TENANTS (e.g. "100,1000") picks the fleet sizes,
 // ADMIN_BENCH_MODES (e.g. "cold/tcp,steady/tcp") the modes.
@@ -53,7 +60,7 @@ func BenchmarkRefresh(b *testing.B) {
 			sizes = append(sizes, n)
 		}
 	}
-	modes := []string{"cold/tcp", "cold/unix", "floor/unix", "steady/tcp", "steady5pct/tcp"}
+	modes := []string{"cold/tcp", "cold/unix", "floor/unix", "steady/tcp", "steady5pct/tcp", "restart/tcp"}
 	if v := os.Getenv("ADMIN_BENCH_MODES"); v != "" {
 		modes = strings.Split(v, ",")
 	}
@@ -148,7 +155,8 @@ func benchRefresh(b *testing.B, f *benchFleet, n int, mode string) {
 		}
 	}
 	var prev *admin.Report
-	if kind == "steady" || kind == "steady5pct" {
+	statePath := b.TempDir() + "/stats.json"
+	if kind == "steady" || kind == "steady5pct" || kind == "restart" {
 		// The cold refresh before, untimed, with its own source so that
 		// max_client_conns counts only the timed refreshes.
 		warm, err := postgres.New(postgres.Config{DSN: "sslmode=disable", Password: admintest.StatsPassword})
@@ -161,11 +169,25 @@ func benchRefresh(b *testing.B, f *benchFleet, n int, mode string) {
 			b.Fatal(err)
 		}
 		check(prev)
+		if kind == "restart" {
+			// The state file of a running admin comes from a steady
+			// refresh: one more, untimed, so that the statistics flush of
+			// the databases just created (it may land after the cold
+			// refresh read its baselines) is in the saved baselines.
+			if prev, err = wcol.Collect(ctx, snap, prev); err != nil {
+				b.Fatal(err)
+			}
+			check(prev)
+			prev.Generation = 1
+			if err := admin.SaveState(statePath, prev); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 
 	stop := sampleBackends(b, c)
 	b.ResetTimer()
-	var worst time.Duration
+	var worst, load time.Duration
 	queried := 0
 	for i := 0; i < b.N; i++ {
 		if kind == "steady5pct" {
@@ -173,7 +195,22 @@ func benchRefresh(b *testing.B, f *benchFleet, n int, mode string) {
 			f.write(b, n, n/20)
 			b.StartTimer()
 		}
-		rep, err := col.Collect(ctx, snap, prev)
+		var rep *admin.Report
+		var err error
+		if kind == "restart" {
+			// A new process: a new cache loads the state file, then its
+			// first refresh runs (and saves) with the loaded report as prev.
+			began := time.Now()
+			cache := admin.NewCache(admin.CacheOptions{Collector: col, Snapshot: func() *registry.Snapshot { return snap },
+				StateFile: statePath, Logger: discard})
+			load += time.Since(began)
+			if r := cache.Report(); !r.Restored || r.Totals.Musicians != f.musicians(n) {
+				b.Fatalf("state file not loaded: restored %v, musicians %d", r.Restored, r.Totals.Musicians)
+			}
+			rep, err = cache.Refresh(ctx)
+		} else {
+			rep, err = col.Collect(ctx, snap, prev)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -188,6 +225,12 @@ func benchRefresh(b *testing.B, f *benchFleet, n int, mode string) {
 	maxServer := stop()
 	b.ReportMetric(worst.Seconds(), "worst_s")
 	b.ReportMetric(float64(queried)/float64(b.N), "queried")
+	if kind == "restart" {
+		b.ReportMetric(float64(load.Microseconds())/1e3/float64(b.N), "load_ms")
+		if fi, err := os.Stat(statePath); err == nil {
+			b.ReportMetric(float64(fi.Size())/1024, "state_kb")
+		}
+	}
 	if kind == "floor" {
 		return
 	}
@@ -200,7 +243,7 @@ func benchRefresh(b *testing.B, f *benchFleet, n int, mode string) {
 	if maxServer > limit {
 		b.Errorf("%d stats connections open at once, want at most %d", maxServer, limit)
 	}
-	if want := map[string]int{"steady": 0, "steady5pct": n / 20}[kind]; kind != "cold" && queried != want*b.N {
+	if want := map[string]int{"steady": 0, "steady5pct": n / 20, "restart": 0}[kind]; kind != "cold" && queried != want*b.N {
 		b.Errorf("queried %d tenants in %d refreshes, want %d each", queried, b.N, want)
 	}
 }

@@ -203,10 +203,13 @@ func (s *StatsSource) ServerKey(db registry.Database) string {
 // from the cumulative statistics (pg_stat_database, readable by every role)
 // and whether the current role may connect to it. The shared-objects row
 // (datid 0) has no pg_database entry and is left out by the join.
-// The last column is track_counts: when it is off the counters never move,
-// and ReadActivity fails so that every tenant is queried.
+// Then track_counts: when it is off the counters never move, and
+// ReadActivity fails so that every tenant is queried. The last column is
+// the statistics epoch (DBActivity.StatsEpoch): pg_stat_bgwriter.stats_reset
+// changes whenever the server discards its statistics (after a crash).
 const activityQuery = `SELECT s.datname, s.datid, s.tup_inserted, s.tup_updated, s.tup_deleted, s.stats_reset,
-       d.datallowconn AND has_database_privilege(d.oid, 'CONNECT'), current_setting('track_counts')::bool
+       d.datallowconn AND has_database_privilege(d.oid, 'CONNECT'), current_setting('track_counts')::bool,
+       (SELECT stats_reset FROM pg_stat_bgwriter)
 FROM pg_stat_database s JOIN pg_database d ON d.oid = s.datid`
 
 // ReadActivity connects to db as the stats role and returns the write
@@ -227,8 +230,9 @@ func (s *StatsSource) ReadActivity(ctx context.Context, db registry.Database) (m
 				a      admin.DBActivity
 				reset  *time.Time
 				counts bool
+				epoch  *time.Time
 			)
-			if err := rows.Scan(&name, &a.OID, &a.TupInserted, &a.TupUpdated, &a.TupDeleted, &reset, &a.Connectable, &counts); err != nil {
+			if err := rows.Scan(&name, &a.OID, &a.TupInserted, &a.TupUpdated, &a.TupDeleted, &reset, &a.Connectable, &counts, &epoch); err != nil {
 				return fmt.Errorf("pg_stat_database: %w", err)
 			}
 			if !counts {
@@ -236,6 +240,9 @@ func (s *StatsSource) ReadActivity(ctx context.Context, db registry.Database) (m
 			}
 			if reset != nil {
 				a.StatsReset = reset.UnixMicro()
+			}
+			if epoch != nil {
+				a.StatsEpoch = epoch.UnixMicro()
 			}
 			out[name] = a
 		}

@@ -23,6 +23,8 @@ type Metrics struct {
 	// database was read) or "unchanged" (kept: write counters did not move).
 	refreshed        *prometheus.CounterVec
 	activityFailures prometheus.Counter
+	// stateSaves counts saves of the report to the state file by result.
+	stateSaves *prometheus.CounterVec
 
 	musicians, projects, openRequests, up, lastActivity, dbSize *prometheus.Desc
 	passing, instances, failures, age, tenants                  *prometheus.Desc
@@ -54,6 +56,10 @@ func New(report func() *admin.Report) *Metrics {
 			Name: "stagesub_admin_activity_failures_total",
 			Help: "Servers whose pg_stat_database could not be read in a refresh (every tenant on them was queried).",
 		}),
+		stateSaves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stagesub_admin_state_saves_total",
+			Help: "Saves of the published report to the state file (STAGESUB_ADMIN_STATE_FILE): result=ok or error.",
+		}, []string{"result"}),
 		lastRefresh:  d("last_refresh_tenants", "Tenants in the latest report by result: queried or unchanged.", []string{"result"}),
 		musicians:    d("tenant_musicians", "Musicians in the tenant's database (last successful read).", tenant),
 		projects:     d("tenant_projects", "Projects in the tenant's database (last successful read).", tenant),
@@ -71,7 +77,7 @@ func New(report func() *admin.Report) *Metrics {
 
 // Register registers m, its histogram and its counters with reg.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.fanout, m.refreshed, m.activityFailures} {
+	for _, c := range []prometheus.Collector{m.fanout, m.refreshed, m.activityFailures, m.stateSaves} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -86,6 +92,17 @@ func (m *Metrics) Observe(r *admin.Report) {
 	m.refreshed.WithLabelValues("queried").Add(float64(r.Queried))
 	m.refreshed.WithLabelValues("unchanged").Add(float64(r.Unchanged))
 	m.activityFailures.Add(float64(r.ActivityFailures))
+}
+
+// ObserveStateSave records the result of one save of the report to the
+// state file (admin.CacheOptions.OnStateSave): a failed save is counted with
+// result="error" and never fails the refresh.
+func (m *Metrics) ObserveStateSave(err error) {
+	if err != nil {
+		m.stateSaves.WithLabelValues("error").Inc()
+		return
+	}
+	m.stateSaves.WithLabelValues("ok").Inc()
 }
 
 // Describe implements prometheus.Collector.

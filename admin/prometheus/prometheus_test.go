@@ -1,6 +1,7 @@
 package prometheus_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +30,14 @@ func TestMetrics(t *testing.T) {
 	}
 	m.Observe(rep)
 	m.Observe(rep)
+	m.ObserveStateSave(nil)
+	m.ObserveStateSave(errors.New("read-only file system"))
+	m.ObserveStateSave(nil)
 	want := `
+# HELP stagesub_admin_state_saves_total Saves of the published report to the state file (STAGESUB_ADMIN_STATE_FILE): result=ok or error.
+# TYPE stagesub_admin_state_saves_total counter
+stagesub_admin_state_saves_total{result="error"} 1
+stagesub_admin_state_saves_total{result="ok"} 2
 # HELP stagesub_admin_activity_failures_total Servers whose pg_stat_database could not be read in a refresh (every tenant on them was queried).
 # TYPE stagesub_admin_activity_failures_total counter
 stagesub_admin_activity_failures_total 2
@@ -97,7 +105,8 @@ stagesub_admin_tenants 2
 		"stagesub_admin_tenant_instances", "stagesub_admin_tenant_instances_passing",
 		"stagesub_admin_tenant_last_activity_timestamp_seconds", "stagesub_admin_tenant_musicians",
 		"stagesub_admin_tenant_open_requests", "stagesub_admin_tenant_projects",
-		"stagesub_admin_tenant_stats_failures_total", "stagesub_admin_tenant_up", "stagesub_admin_tenants"); err != nil {
+		"stagesub_admin_tenant_stats_failures_total", "stagesub_admin_tenant_up", "stagesub_admin_tenants",
+		"stagesub_admin_state_saves_total"); err != nil {
 		t.Error(err)
 	}
 	// A tenant gone from the report is gone from the metrics.

@@ -176,10 +176,15 @@ func AdminJob(o AdminOptions) (*api.Job, error) {
 	tg := api.NewTaskGroup("admin", o.Count)
 	tg.Networks = []*api.NetworkResource{{DynamicPorts: []api.Port{{Label: "http"}}}}
 	tg.RestartPolicy = restartPolicy()
+	tg.EphemeralDisk = &api.EphemeralDisk{Sticky: new(true), Migrate: new(true), SizeMB: new(300)}
 	env := o.env()
 	env["STAGESUB_LISTEN"] = "0.0.0.0:${NOMAD_PORT_http}"
 	env["STAGESUB_ADVERTISE"] = "${NOMAD_ADDR_http}"
 	env["STAGESUB_ADMIN_USER"] = o.AdminUser
+	// The last stats report survives task restarts (and, best effort, moves
+	// with a replacement allocation on the same node: sticky disk), so a
+	// restart does not re-query every tenant database.
+	env["STAGESUB_ADMIN_STATE_FILE"] = "${NOMAD_ALLOC_DIR}/data/stats.json"
 	t := api.NewTask("admin", "exec").
 		SetConfig("command", o.BinDir+"/stagesub-admin").
 		Require(&api.Resources{CPU: new(300), MemoryMB: new(256)})

@@ -65,6 +65,30 @@ func TestLoad(t *testing.T) {
 		}
 	})
 
+	t.Run("StateFile", func(t *testing.T) {
+		tests := []struct {
+			env  []string
+			want string
+		}{
+			{nil, ""},
+			{[]string{"STATE_DIRECTORY=/var/lib/stagesub-admin"}, "/var/lib/stagesub-admin/stats.json"},
+			{[]string{"STATE_DIRECTORY=/var/lib/a:/var/lib/b"}, "/var/lib/a/stats.json"},
+			{[]string{"STATE_DIRECTORY=/var/lib/stagesub-admin", "STAGESUB_ADMIN_STATE_FILE=/srv/admin/state.json"}, "/srv/admin/state.json"},
+			{[]string{"STATE_DIRECTORY=/var/lib/stagesub-admin", "STAGESUB_ADMIN_STATE_FILE=off"}, ""},
+			{[]string{"STAGESUB_ADMIN_STATE_FILE=OFF"}, ""},
+			{[]string{"STAGESUB_ADMIN_STATE_FILE=/tmp//x/../stats.json"}, "/tmp/stats.json"},
+		}
+		for _, tt := range tests {
+			m := main.NewMain(io.Discard)
+			if err := m.Load(nil, append(append([]string{}, base...), tt.env...)); err != nil {
+				t.Fatalf("%q: %v", tt.env, err)
+			}
+			if got := m.Config.StateFile; got != tt.want {
+				t.Errorf("%q: state file = %q, want %q", tt.env, got, tt.want)
+			}
+		}
+	})
+
 	t.Run("TrustedProxies", func(t *testing.T) {
 		tests := []struct {
 			env, want string

@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,27 +63,40 @@ type Admin struct {
 
 func MustRunAdmin(tb testing.TB, environ []string) *Admin {
 	tb.Helper()
-	m := main.NewMain(io.Discard)
+	adm, stop := startAdmin(tb, environ, io.Discard)
+	tb.Cleanup(stop)
+	return adm
+}
+
+// startAdmin runs an admin logging to stderr until stop is called.
+func startAdmin(tb testing.TB, environ []string, stderr io.Writer) (adm *Admin, stop func()) {
+	tb.Helper()
+	m := main.NewMain(stderr)
 	if err := m.Load(nil, environ); err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("Run: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				tb.Errorf("Run: %v", err)
+			}
+		})
+	}
 	select {
 	case <-m.Started:
 	case err := <-done:
+		cancel()
 		tb.Fatalf("Run ended early: %v", err)
 	case <-time.After(10 * time.Second):
+		stop()
 		tb.Fatal("admin did not start")
 	}
-	return &Admin{Main: m, URL: "http://" + m.Addr}
+	return &Admin{Main: m, URL: "http://" + m.Addr}, stop
 }
 
 // browser talks to the admin like a browser behind the router (https, so
@@ -466,4 +482,95 @@ func dbName(tb testing.TB, store *consul.Store, slug string) string {
 func portOf(u string) int {
 	p, _ := strconv.Atoi(u[strings.LastIndexByte(u, ':')+1:])
 	return p
+}
+
+// syncBuffer is a bytes.Buffer for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRestartWithStateFile: with systemd's STATE_DIRECTORY set, the admin
+// saves its report there; after a restart it starts from the saved report
+// and its first refresh queries only the tenant written while it was down.
+func TestRestartWithStateFile(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.WithTCP())
+	srv := consuldev.StartTest(t, consuldev.Config{})
+	store := consul.NewStore(srv.Client(t))
+	for _, ts := range []tenantSpec{
+		{"alpha", registry.StatusActive, admintest.Data{Musicians: 10, Projects: 2}},
+		{"bravo", registry.StatusActive, admintest.Data{Musicians: 20, Projects: 5}},
+	} {
+		createTenant(t, store, pg, ts)
+	}
+	stateDir := t.TempDir()
+	hash, _ := bcrypt.GenerateFromPassword([]byte(adminPW), bcrypt.MinCost)
+	environ := []string{
+		"CONSUL_HTTP_ADDR=" + srv.Addr(),
+		"STAGESUB_REGISTER=0",
+		"STAGESUB_ADMIN_USER=" + adminUser,
+		"STAGESUB_ADMIN_PASSWORD_HASH=" + string(hash),
+		"STAGESUB_STATS_PASSWORD=" + admintest.StatsPassword,
+		"STAGESUB_STATS_DSN=postgres://127.0.0.1/?sslmode=disable",
+		"STAGESUB_STATS_INTERVAL=1h",
+		"STATE_DIRECTORY=" + stateDir,
+	}
+	adm, stop := startAdmin(t, environ, io.Discard)
+	waitFor(t, "first report", 20*time.Second, func() bool { return adm.Cache.Report().Generation >= 1 })
+	if got := adm.Cache.Report().Totals.Musicians; got != 30 {
+		t.Fatalf("musicians = %d, want 30", got)
+	}
+	stop()
+	if _, err := os.Stat(filepath.Join(stateDir, "stats.json")); err != nil {
+		t.Fatalf("no state file after the first run: %v", err)
+	}
+
+	// While the admin is down, bravo gets a musician (statistics flushed).
+	conn, err := pgx.Connect(context.Background(), pg.URL(dbName(t, store, "bravo")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(context.Background(),
+		"INSERT INTO musicians (name, instrument, active) VALUES ('new', 'horn', true); SELECT pg_stat_force_next_flush()")
+	conn.Close(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var log syncBuffer
+	adm, stop = startAdmin(t, environ, &log)
+	defer stop()
+	if !strings.Contains(log.String(), "loaded the saved stats report") {
+		t.Errorf("second start did not load the state file:\n%s", log.String())
+	}
+	waitFor(t, "first refresh after the restart", 20*time.Second, func() bool { return adm.Cache.Report().Generation >= 2 })
+	rep := adm.Cache.Report()
+	for _, x := range []struct {
+		what      string
+		got, want int64
+	}{
+		{"generation", int64(rep.Generation), 2},
+		{"queried", int64(rep.Queried), 1},
+		{"unchanged", int64(rep.Unchanged), 1},
+		{"musicians", rep.Totals.Musicians, 31},
+	} {
+		if x.got != x.want {
+			t.Errorf("%s = %d, want %d", x.what, x.got, x.want)
+		}
+	}
+	if row := rep.Tenant("alpha"); row == nil || !row.Unchanged {
+		t.Errorf("alpha = %+v, want kept unchanged across the restart", row)
+	}
 }

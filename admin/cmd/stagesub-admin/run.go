@@ -14,6 +14,7 @@ import (
 	"net"
 	nethttp "net/http"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +55,10 @@ const (
 	EnvMetricsToken      = "STAGESUB_METRICS_TOKEN"          // bearer token for /metrics; empty = open
 	EnvLogLevel          = "STAGESUB_LOG_LEVEL"              // debug, info, warn, error
 	EnvTrustedProxies    = "STAGESUB_TRUSTED_PROXIES"        // comma-separated CIDRs whose X-Forwarded-For is believed; default loopback
+	EnvStateFile         = "STAGESUB_ADMIN_STATE_FILE"       // saved report; default $STATE_DIRECTORY/stats.json, else off; "off" disables
+	// EnvStateDirectory is set by systemd (StateDirectory=): colon-separated
+	// absolute paths; the first one holds the default state file.
+	EnvStateDirectory = "STATE_DIRECTORY"
 )
 
 // Config is the admin's configuration, from Load.
@@ -82,6 +87,9 @@ type Config struct {
 	// TrustedProxies are the peers (the routers) whose X-Forwarded-For
 	// names the client for the login rate limit; default loopback.
 	TrustedProxies []netip.Prefix
+	// StateFile keeps the last published report across restarts (see
+	// admin.CacheOptions.StateFile); "" = off.
+	StateFile string
 }
 
 // Main is the admin process: Load, then Run until ctx ends; Run stops
@@ -207,6 +215,14 @@ func (m *Main) Load(args, environ []string) error {
 	} else {
 		c.TrustedProxies = loginlimit.DefaultTrustedProxies()
 	}
+	switch v := env[EnvStateFile]; {
+	case strings.EqualFold(v, "off"):
+	case v != "":
+		c.StateFile = filepath.Clean(v)
+	case env[EnvStateDirectory] != "":
+		dir, _, _ := strings.Cut(env[EnvStateDirectory], ":")
+		c.StateFile = filepath.Join(dir, "stats.json")
+	}
 	if _, err := postgres.New(postgres.Config{DSN: c.StatsDSN}); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", EnvStatsDSN, err))
 	}
@@ -276,11 +292,13 @@ func (m *Main) Run(ctx context.Context) error {
 			Concurrency: c.Concurrency, Timeout: c.Timeout,
 			PanelURL: panelURL(c.PanelURL), Logger: log.With("component", "stats"),
 		},
-		Snapshot: watcher.Snapshot,
-		Ready:    watcher.Ready(),
-		Interval: c.Interval,
-		OnReport: func(r *admin.Report) { metrics.Observe(r); h.Warm(r) },
-		Logger:   log.With("component", "stats"),
+		Snapshot:    watcher.Snapshot,
+		Ready:       watcher.Ready(),
+		Interval:    c.Interval,
+		OnReport:    func(r *admin.Report) { metrics.Observe(r); h.Warm(r) },
+		StateFile:   c.StateFile,
+		OnStateSave: func(err error) { metrics.ObserveStateSave(err) },
+		Logger:      log.With("component", "stats"),
 	})
 	metrics = prometheus.New(m.Cache.Report)
 	reg := prom.NewRegistry()
