@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,26 +16,9 @@ import (
 	"stagesub.dev/admin"
 	"stagesub.dev/admin/internal/admintest"
 	"stagesub.dev/internal/pgtest"
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // counters returns db's write counters as the superuser sees them now.
 func counters(tb testing.TB, c *pgtest.Cluster, db string) (ins, upd, del int64) {
@@ -221,7 +203,7 @@ func TestRestartFromState(t *testing.T) {
 			}
 
 			// The second process.
-			var log syncBuffer
+			var log syncbuf.Buffer
 			cnt := &counting{StatsSource: src}
 			second := admin.NewCache(admin.CacheOptions{
 				Collector: &admin.Collector{Source: cnt, Activity: src, FullEvery: fullEvery, Logger: discard,

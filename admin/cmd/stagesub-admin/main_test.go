@@ -23,6 +23,7 @@ import (
 	main "stagesub.dev/admin/cmd/stagesub-admin"
 	"stagesub.dev/admin/internal/admintest"
 	"stagesub.dev/internal/pgtest"
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 	"stagesub.dev/registry/consul"
 	"stagesub.dev/registry/consuldev"
@@ -484,24 +485,6 @@ func portOf(u string) int {
 	return p
 }
 
-// syncBuffer is a bytes.Buffer for a logger and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRestartWithStateFile: with systemd's STATE_DIRECTORY set, the admin
 // saves its report there; after a restart it starts from the saved report
 // and its first refresh queries only the tenant written while it was down.
@@ -549,7 +532,7 @@ func TestRestartWithStateFile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var log syncBuffer
+	var log syncbuf.Buffer
 	adm, stop = startAdmin(t, environ, &log)
 	defer stop()
 	if !strings.Contains(log.String(), "loaded the saved stats report") {
