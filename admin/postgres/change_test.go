@@ -53,44 +53,6 @@ func tenantFleet(c *pgtest.Cluster, dbs ...string) *registry.Snapshot {
 	return snap
 }
 
-// settle waits until the statistics of a freshly filled database are
-// flushed: its tup_inserted reaches inserted (the filling backend flushes
-// when it exits, a moment after it has disconnected).
-func settle(tb testing.TB, c *pgtest.Cluster, db string, inserted int64) {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, c.AdminURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	for {
-		var n int64
-		err := conn.QueryRow(ctx, "SELECT pg_stat_clear_snapshot(), tup_inserted FROM pg_stat_database WHERE datname = $1", db).Scan(nil, &n)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if n >= inserted {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			tb.Fatalf("%s: tup_inserted = %d, want %d: statistics not flushed", db, n, inserted)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// inserts is how many rows admintest.Fill inserts for d.
-func inserts(d admintest.Data) int64 {
-	n := d.Musicians + d.InactiveMusicians + d.Projects + d.OpenRequests + d.ClosedRequests
-	if !d.LastActivity.IsZero() {
-		n++
-	}
-	return int64(n)
-}
-
 // writeFlushed runs sql in db as the superuser and flushes the session's
 // statistics before the call returns: pg_stat_force_next_flush() (PG 15+)
 // in the same implicit transaction makes the backend flush when it goes
@@ -122,7 +84,7 @@ func TestChangeDetection(t *testing.T) {
 		dbs[i] = admintest.CreateTenantDB(t, c, data)
 	}
 	for _, db := range dbs {
-		settle(t, c, db, inserts(data))
+		admintest.Settle(t, c, db, admintest.Inserts(data))
 	}
 	src := MustSource(t, c, admintest.StatsPassword)
 	cnt := &counting{StatsSource: src}
@@ -277,7 +239,7 @@ func TestChangeDetectionFallback(t *testing.T) {
 		}
 	}
 	for _, db := range dbs {
-		settle(t, c, db, inserts(data))
+		admintest.Settle(t, c, db, admintest.Inserts(data))
 	}
 	grant(t, "REVOKE")
 	src := MustSource(t, c, admintest.StatsPassword)
@@ -332,7 +294,7 @@ func TestChangeDetectionServerDown(t *testing.T) {
 	data := admintest.Data{Musicians: 2, Projects: 1}
 	dbs := []string{admintest.CreateTenantDB(t, c, data), admintest.CreateTenantDB(t, c, data)}
 	for _, db := range dbs {
-		settle(t, c, db, inserts(data))
+		admintest.Settle(t, c, db, admintest.Inserts(data))
 	}
 	src := MustSource(t, c, admintest.StatsPassword)
 	col := &admin.Collector{Source: src, Activity: src, Timeout: time.Second, Logger: discard}

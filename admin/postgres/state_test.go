@@ -177,7 +177,7 @@ func TestRestartFromState(t *testing.T) {
 				e.dbs = append(e.dbs, admintest.CreateTenantDB(t, c, data))
 			}
 			for _, db := range e.dbs {
-				settle(t, c, db, inserts(data))
+				admintest.Settle(t, c, db, admintest.Inserts(data))
 			}
 			e.snap = tenantFleet(c, e.dbs...)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -46,6 +46,7 @@ type tenantSpec struct {
 func createTenant(tb testing.TB, store *consul.Store, c *pgtest.Cluster, ts tenantSpec) {
 	tb.Helper()
 	name := admintest.CreateTenantDB(tb, c, ts.data)
+	admintest.Settle(tb, c, name, admintest.Inserts(ts.data)) // baselines read later must include the fill
 	err := store.CreateTenant(context.Background(), &registry.Tenant{
 		Version: registry.RecordVersion, Slug: ts.slug, Name: "Orchestra " + ts.slug, Status: ts.status,
 		Database: registry.Database{Host: "127.0.0.1", Port: c.Port(), Name: name}, SchemaVersion: 1,

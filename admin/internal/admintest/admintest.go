@@ -113,3 +113,41 @@ func Fill(ctx context.Context, url string, d Data) error {
 	}
 	return nil
 }
+
+// Settle waits until the statistics of a freshly filled database are
+// flushed: its tup_inserted reaches inserted (the filling backend flushes
+// when it exits, a moment after it has disconnected).
+func Settle(tb testing.TB, c *pgtest.Cluster, db string, inserted int64) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.AdminURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for {
+		var n int64
+		err := conn.QueryRow(ctx, "SELECT pg_stat_clear_snapshot(), tup_inserted FROM pg_stat_database WHERE datname = $1", db).Scan(nil, &n)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if n >= inserted {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("%s: tup_inserted = %d, want %d: statistics not flushed", db, n, inserted)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Inserts is how many rows Fill inserts for d.
+func Inserts(d Data) int64 {
+	n := d.Musicians + d.InactiveMusicians + d.Projects + d.OpenRequests + d.ClosedRequests
+	if !d.LastActivity.IsZero() {
+		n++
+	}
+	return int64(n)
+}
