@@ -43,12 +43,12 @@ type StatsSource interface {
 // counts read-only transactions, the admin's own stats query included, so
 // it would move on every refresh.
 type DBActivity struct {
-	OID         uint32 // pg_database.oid: a dropped and recreated database differs
-	TupInserted int64
-	TupUpdated  int64
-	TupDeleted  int64
+	OID         uint32 `json:"oid"` // pg_database.oid: a dropped and recreated database differs
+	TupInserted int64  `json:"tup_inserted"`
+	TupUpdated  int64  `json:"tup_updated"`
+	TupDeleted  int64  `json:"tup_deleted"`
 	// StatsReset is stats_reset in Unix microseconds; 0 when never reset.
-	StatsReset int64
+	StatsReset int64 `json:"stats_reset_us"`
 	// StatsEpoch identifies the server's current set of cumulative
 	// statistics, in Unix microseconds (0 if unknown): PostgreSQL's
 	// pg_stat_bgwriter.stats_reset, which the server sets whenever it
@@ -59,11 +59,11 @@ type DBActivity struct {
 	// counters of different epochs are never compared. A clean restart
 	// keeps the statistics and the epoch. It also tells apart a different
 	// server answering at the same address.
-	StatsEpoch int64
+	StatsEpoch int64 `json:"stats_epoch_us"`
 	// Connectable is false when the database refuses the stats role
 	// (datallowconn off, or no CONNECT privilege): never trust counters
 	// then; a query must find out and flag it.
-	Connectable bool
+	Connectable bool `json:"connectable"`
 }
 
 // ActivitySource reads the write counters of every database on a server

@@ -53,16 +53,11 @@ type stateRow struct {
 	Baseline *stateBaseline `json:"baseline,omitempty"`
 }
 
-// stateBaseline is a baseline with stable JSON names.
+// stateBaseline is a baseline with stable JSON names (DBActivity's tags,
+// flattened beside the database location).
 type stateBaseline struct {
-	Database    registry.Database `json:"database"`
-	OID         uint32            `json:"oid"`
-	TupInserted int64             `json:"tup_inserted"`
-	TupUpdated  int64             `json:"tup_updated"`
-	TupDeleted  int64             `json:"tup_deleted"`
-	StatsReset  int64             `json:"stats_reset_us"`
-	StatsEpoch  int64             `json:"stats_epoch_us"`
-	Connectable bool              `json:"connectable"`
+	Database registry.Database `json:"database"`
+	DBActivity
 }
 
 // SaveState writes rep, baselines included, to path atomically: it writes
@@ -83,10 +78,7 @@ func SaveState(path string, rep *Report) error {
 		row := stateRow{TenantStats: t}
 		row.TenantStats.baseline = nil
 		if b := t.baseline; b != nil {
-			a := b.activity
-			row.Baseline = &stateBaseline{Database: b.db, OID: a.OID, TupInserted: a.TupInserted,
-				TupUpdated: a.TupUpdated, TupDeleted: a.TupDeleted, StatsReset: a.StatsReset,
-				StatsEpoch: a.StatsEpoch, Connectable: a.Connectable}
+			row.Baseline = &stateBaseline{Database: b.db, DBActivity: b.activity}
 		}
 		sf.Report.Tenants[i] = row
 	}
@@ -193,9 +185,7 @@ func (r *stateReport) report() (*Report, error) {
 			return nil, fmt.Errorf("inconsistent: tenant %q reachable without stats_at/verified_at", t.Slug)
 		}
 		if b := sr.Baseline; b != nil {
-			t.baseline = &baseline{db: b.Database, activity: DBActivity{OID: b.OID, TupInserted: b.TupInserted,
-				TupUpdated: b.TupUpdated, TupDeleted: b.TupDeleted, StatsReset: b.StatsReset,
-				StatsEpoch: b.StatsEpoch, Connectable: b.Connectable}}
+			t.baseline = &baseline{db: b.Database, activity: b.DBActivity}
 		}
 		rows[i] = t
 	}
