@@ -450,12 +450,11 @@ func (pc *upConn) roundTrip(ctx context.Context, req *http.Request) (*http.Respo
 	if err != nil {
 		stop()
 		pc.close()
-		if pc.writeDone != nil {
-			if werr := <-pc.writeDone; werr != nil {
-				pc.writeDone = nil
+		if done := pc.writeDone; done != nil {
+			pc.writeDone = nil
+			if werr := <-done; werr != nil {
 				return nil, pc.failure(ctx, "write request", werr)
 			}
-			pc.writeDone = nil
 		}
 		if ne, ok := err.(net.Error); ok && ne.Timeout() && ctx.Err() == nil {
 			return nil, fmt.Errorf("proxy: upstream %s: timeout awaiting response headers: %w", pc.addr, err)
