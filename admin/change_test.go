@@ -95,6 +95,14 @@ func (s *countingSource) take() map[string]int {
 func TestCollectChangeDetection(t *testing.T) {
 	base := admin.DBActivity{OID: 16384, TupInserted: 100, TupUpdated: 10, TupDeleted: 1, StatsReset: 0, Connectable: true}
 	other := admin.DBActivity{OID: 16385, TupInserted: 7, Connectable: true}
+	// moved is a change that edits aa's counters on its server.
+	moved := func(edit func(b *admin.DBActivity)) func(*Activity, *Source, *registry.Snapshot) {
+		return func(a *Activity, _ *Source, _ *registry.Snapshot) {
+			b := base
+			edit(&b)
+			a.Set("h:1", "orchestra_aa", b)
+		}
+	}
 	tests := []struct {
 		name          string
 		change        func(a *Activity, src *Source, snap *registry.Snapshot) // before the second refresh
@@ -106,31 +114,13 @@ func TestCollectChangeDetection(t *testing.T) {
 		bbQueried     bool // bb (on another server) queried too
 	}{
 		{name: "Unchanged", wantMusicians: 10},
-		{name: "Inserted", change: func(a *Activity, _ *Source, _ *registry.Snapshot) {
-			b := base
-			b.TupInserted++
-			a.Set("h:1", "orchestra_aa", b)
-		}, wantQueried: true, wantMusicians: 11},
-		{name: "Updated", change: func(a *Activity, _ *Source, _ *registry.Snapshot) {
-			b := base
-			b.TupUpdated++
-			a.Set("h:1", "orchestra_aa", b)
-		}, wantQueried: true, wantMusicians: 11},
-		{name: "Deleted", change: func(a *Activity, _ *Source, _ *registry.Snapshot) {
-			b := base
-			b.TupDeleted++
-			a.Set("h:1", "orchestra_aa", b)
-		}, wantQueried: true, wantMusicians: 11},
-		{name: "StatsReset", change: func(a *Activity, _ *Source, _ *registry.Snapshot) {
-			b := base
+		{name: "Inserted", change: moved(func(b *admin.DBActivity) { b.TupInserted++ }), wantQueried: true, wantMusicians: 11},
+		{name: "Updated", change: moved(func(b *admin.DBActivity) { b.TupUpdated++ }), wantQueried: true, wantMusicians: 11},
+		{name: "Deleted", change: moved(func(b *admin.DBActivity) { b.TupDeleted++ }), wantQueried: true, wantMusicians: 11},
+		{name: "StatsReset", change: moved(func(b *admin.DBActivity) {
 			b.TupInserted, b.TupUpdated, b.TupDeleted, b.StatsReset = 0, 0, 0, time.Now().UnixMicro()
-			a.Set("h:1", "orchestra_aa", b)
-		}, wantQueried: true, wantMusicians: 11},
-		{name: "Recreated", change: func(a *Activity, _ *Source, _ *registry.Snapshot) {
-			b := base
-			b.OID++
-			a.Set("h:1", "orchestra_aa", b)
-		}, wantQueried: true, wantMusicians: 11},
+		}), wantQueried: true, wantMusicians: 11},
+		{name: "Recreated", change: moved(func(b *admin.DBActivity) { b.OID++ }), wantQueried: true, wantMusicians: 11},
 		{name: "NotConnectable", change: func(a *Activity, src *Source, _ *registry.Snapshot) {
 			b := base
 			b.Connectable = false
