@@ -134,4 +134,34 @@ func (tr *testRouter) do(tb testing.TB, method, host, path string, body io.Reade
 	return resp, string(b)
 }
 
+// proxyPath is one of the handler's two ways to proxy a plain request: the
+// forward path (the default) or httputil.ReverseProxy, which a Config
+// with its own Transport takes for every request. Tests of the proxying
+// rules run on both, so the two cannot drift apart.
+type proxyPath struct {
+	name string
+	mod  func(*proxy.Config)
+}
+
+var proxyPaths = []proxyPath{
+	{"Forward", func(*proxy.Config) {}},
+	{"ReverseProxy", func(c *proxy.Config) {
+		c.Transport = transportOnly{proxy.NewUpstream(proxy.UpstreamConfig{})}
+	}},
+}
+
+// with returns p's config change followed by mod (nil: none).
+func (p proxyPath) with(mod func(*proxy.Config)) func(*proxy.Config) {
+	return func(c *proxy.Config) {
+		p.mod(c)
+		if mod != nil {
+			mod(c)
+		}
+	}
+}
+
+// transportOnly hides the Upstream's type, so the handler treats it as a
+// custom transport (the ReverseProxy path).
+type transportOnly struct{ http.RoundTripper }
+
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -64,6 +64,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"path"
 	"slices"
 	"strings"
@@ -150,6 +151,7 @@ type Handler struct {
 	c         Config
 	rp        *httputil.ReverseProxy
 	transport http.RoundTripper
+	upstream  *Upstream // the default transport; nil with Config.Transport
 	log       *slog.Logger
 
 	alog       *accessLogger // nil unless Config.AccessLogWriter is set
@@ -194,7 +196,8 @@ func New(c Config) *Handler {
 		h.alog = &accessLogger{w: c.AccessLogWriter}
 	}
 	if h.transport == nil {
-		h.transport = NewUpstream(UpstreamConfig{DialTimeout: c.DialTimeout, ResponseTimeout: c.ResponseTimeout})
+		h.upstream = NewUpstream(UpstreamConfig{DialTimeout: c.DialTimeout, ResponseTimeout: c.ResponseTimeout})
+		h.transport = h.upstream
 	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
@@ -256,6 +259,12 @@ type reqState struct {
 	// waited is set once the request has waited for an instance to appear
 	// (NoInstanceWait); a request waits at most once.
 	waited bool
+
+	// The forward path's upstream request and the client's response
+	// writer while 1xx responses may arrive (see forward).
+	out    http.Request
+	outURL url.URL
+	rw     *responseWriter
 }
 
 // replayBody returns a reader of the buffered request body (Request.GetBody).
@@ -275,13 +284,13 @@ func (st *reqState) peerString() string {
 // ServeHTTP routes and answers one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rw := &responseWriter{ResponseWriter: w}
 	st := &reqState{}
 	st.tried = st.triedBuf[:0]
 	st.peer = peerAddr(r.RemoteAddr)
 	st.trusted = h.isTrusted(st.peer)
 	st.requestID = requestID(r.Header.Get(HeaderRequestID), st.trusted)
-	setCanonical(rw.Header(), HeaderRequestID, st.requestID)
+	rw := &responseWriter{ResponseWriter: w, requestID: st.requestID}
+	rw.setRequestID()
 
 	tables := h.c.Tables
 	changed := tables.Changed()
@@ -351,6 +360,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g := h.c.Metrics.InFlight.WithLabelValues(rt.Label)
 	g.Inc()
 	defer g.Dec()
+	if h.upstream != nil && !viaReverseProxy(r) {
+		h.forward(rw, r, st)
+		return
+	}
 	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 }
 
@@ -422,9 +435,9 @@ func hasUntried(rt *route.Route, tried []*route.Backend) bool {
 	return false
 }
 
-// rewrite builds the upstream request: headers only; the balancer picks the
-// backend. ReverseProxy has already removed hop-by-hop headers and the
-// X-Forwarded-* and Forwarded headers from Out.
+// rewrite builds the upstream request on the ReverseProxy path: headers
+// only; the balancer picks the backend. ReverseProxy has already removed
+// hop-by-hop headers and the X-Forwarded-* and Forwarded headers from Out.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	st := pr.In.Context().Value(ctxKey{}).(*reqState)
 	out := pr.Out
@@ -432,35 +445,11 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = "upstream.invalid" // replaced per attempt by the balancer
 	out.Host = pr.In.Host
 	for k := range out.Header {
-		if len(k) >= len(headerPrefix) && strings.EqualFold(k[:len(headerPrefix)], headerPrefix) {
+		if isStageSubHeader(k) {
 			delete(out.Header, k)
 		}
 	}
-	in := pr.In.Header
-	xff := st.peerString()
-	if st.trusted {
-		if prior := strings.Join(in.Values("X-Forwarded-For"), ", "); prior != "" {
-			xff = prior + ", " + xff
-		}
-	}
-	setCanonical(out.Header, "X-Forwarded-For", xff)
-	proto := "http"
-	if pr.In.TLS != nil {
-		proto = "https"
-	}
-	if v := in.Get("X-Forwarded-Proto"); st.trusted && (v == "http" || v == "https") {
-		proto = v
-	}
-	setCanonical(out.Header, "X-Forwarded-Proto", proto)
-	fwdHost := pr.In.Host
-	if v := in.Get("X-Forwarded-Host"); st.trusted && v != "" {
-		fwdHost = v
-	}
-	setCanonical(out.Header, "X-Forwarded-Host", fwdHost)
-	setCanonical(out.Header, HeaderRequestID, st.requestID)
-	if st.route.Kind == route.KindTenant {
-		out.Header.Set(HeaderTenant, st.route.Tenant)
-	}
+	h.setForwarded(out.Header, pr.In, st)
 	if st.replay != nil {
 		out.Body = io.NopCloser(bytes.NewReader(st.replay))
 	}
@@ -474,13 +463,16 @@ func setCanonical(h http.Header, key, v string) { h[key] = []string{v} }
 // errNoBackend is returned by the balancer when every backend was tried.
 var errNoBackend = errors.New("proxy: no backend left to try")
 
-// balancer is the ReverseProxy's transport: it picks a backend per attempt
-// and retries per the package rules.
+// balancer is the ReverseProxy's transport: Handler.roundTrip.
 type balancer struct{ h *Handler }
 
 func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
-	h := b.h
-	st := req.Context().Value(ctxKey{}).(*reqState)
+	return b.h.roundTrip(req.Context().Value(ctxKey{}).(*reqState), req)
+}
+
+// roundTrip sends req, the upstream request of st's, picking a backend per
+// attempt and retrying per the package rules.
+func (h *Handler) roundTrip(st *reqState, req *http.Request) (*http.Response, error) {
 	var body *countingBody
 	if req.Body != nil && req.Body != http.NoBody && st.replay == nil {
 		body = &countingBody{rc: req.Body}
@@ -521,7 +513,13 @@ func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			out.Body = body
 		}
 		be.Acquire()
-		resp, err := h.transport.RoundTrip(out)
+		var resp *http.Response
+		var err error
+		if st.rw != nil { // the forward path: 1xx responses to st
+			resp, err = h.upstream.send(out, st)
+		} else {
+			resp, err = h.transport.RoundTrip(out)
+		}
 		if err == nil {
 			be.Succeeded()
 			st.upstream = be
@@ -605,9 +603,13 @@ func idempotent(method string) bool {
 	return false
 }
 
-// proxyError answers when no attempt produced a response.
+// proxyError is the ReverseProxy's error handler: Handler.fail.
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	st := r.Context().Value(ctxKey{}).(*reqState)
+	h.fail(w, r, r.Context().Value(ctxKey{}).(*reqState), err)
+}
+
+// fail answers when no attempt produced a response.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
 	if r.Context().Err() != nil {
 		if rw, ok := w.(*responseWriter); ok && rw.status == 0 {
 			rw.status = 499 // client closed request; nothing is sent
@@ -779,17 +781,21 @@ func (h *Handler) RedirectToHTTPS(httpsPort string) http.Handler {
 	})
 }
 
-// responseWriter records the status and bytes of a response. It unwraps for
-// http.ResponseController (Flush, Hijack for WebSockets).
+// responseWriter records the status and bytes of a response and makes sure
+// the final response carries the request's X-Request-Id (a 1xx response
+// passed on clears the header map). It unwraps for http.ResponseController
+// (Flush, Hijack for WebSockets).
 type responseWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	requestID string
+	status    int
+	bytes     int64
 }
 
 func (w *responseWriter) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code
+		w.setRequestID()
 	}
 	w.ResponseWriter.WriteHeader(code)
 	if code >= 200 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
@@ -800,10 +806,18 @@ func (w *responseWriter) WriteHeader(code int) {
 func (w *responseWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.setRequestID()
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
 	return n, err
+}
+
+// setRequestID sets X-Request-Id on the response unless it is set.
+func (w *responseWriter) setRequestID() {
+	if h := w.Header(); h[HeaderRequestID] == nil {
+		setCanonical(h, HeaderRequestID, w.requestID)
+	}
 }
 
 func (w *responseWriter) Flush() {

@@ -79,6 +79,12 @@ func TestApexRedirect(t *testing.T) {
 }
 
 func TestHeaders(t *testing.T) {
+	for _, p := range proxyPaths {
+		t.Run(p.name, func(t *testing.T) { testHeaders(t, p) })
+	}
+}
+
+func testHeaders(t *testing.T, p proxyPath) {
 	up := echoUpstream(t, "g1")
 	f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", up.Listener.Addr().String())
 	spoofed := http.Header{
@@ -93,7 +99,7 @@ func TestHeaders(t *testing.T) {
 	}
 
 	t.Run("Untrusted", func(t *testing.T) {
-		tr := newRouter(t, f.table(t, nil), nil) // trusts 10/8 only
+		tr := newRouter(t, f.table(t, nil), p.mod) // trusts 10/8 only
 		resp, _ := tr.do(t, "GET", "goteborg.stagesub.test", "/", nil, spoofed)
 		for _, tt := range []struct{ hdr, want string }{
 			{"X-Got-Tenant", "goteborg"},
@@ -116,7 +122,7 @@ func TestHeaders(t *testing.T) {
 		}
 	})
 	t.Run("Trusted", func(t *testing.T) {
-		tr := newRouter(t, f.table(t, nil), func(c *proxy.Config) { c.TrustedProxies = append(c.TrustedProxies, mustPrefix("127.0.0.0/8")) })
+		tr := newRouter(t, f.table(t, nil), p.with(func(c *proxy.Config) { c.TrustedProxies = append(c.TrustedProxies, mustPrefix("127.0.0.0/8")) }))
 		resp, _ := tr.do(t, "GET", "goteborg.stagesub.test", "/", nil, spoofed)
 		for _, tt := range []struct{ hdr, want string }{
 			{"X-Got-Tenant", "goteborg"}, // never trusted
@@ -137,12 +143,18 @@ func TestHeaders(t *testing.T) {
 // over a disagreeing Host header, the upstream sees that one host only, and
 // two Host headers are refused.
 func TestAbsoluteURI(t *testing.T) {
+	for _, p := range proxyPaths {
+		t.Run(p.name, func(t *testing.T) { testAbsoluteURI(t, p) })
+	}
+}
+
+func testAbsoluteURI(t *testing.T, p proxyPath) {
 	g := echoUpstream(t, "g1")
 	m := echoUpstream(t, "m1")
 	f := newFleet().
 		tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", g.Listener.Addr().String()).
 		tenant("malmo", registry.StatusActive).instance("malmo", "m1", m.Listener.Addr().String())
-	tr := newRouter(t, f.table(t, nil), nil)
+	tr := newRouter(t, f.table(t, nil), p.mod)
 	for _, tt := range []struct {
 		name, raw  string
 		status     int

@@ -132,6 +132,28 @@ func (u *Upstream) IdleConns() int {
 // body streams from the connection. It implements http.RoundTripper and,
 // like it, closes req.Body.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	var inf interim
+	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+		inf = traceInterim{trace}
+	}
+	return u.send(req, inf)
+}
+
+// An interim receives the 1xx responses other than 101 of a request, before
+// its final response (on the goroutine sending the request).
+type interim interface {
+	got1xx(code int, header textproto.MIMEHeader) error
+}
+
+// traceInterim passes 1xx responses to a client trace's Got1xxResponse.
+type traceInterim struct{ t *httptrace.ClientTrace }
+
+func (t traceInterim) got1xx(code int, header textproto.MIMEHeader) error {
+	return t.t.Got1xxResponse(code, header)
+}
+
+// send is RoundTrip with the 1xx responses passed to inf (nil: dropped).
+func (u *Upstream) send(req *http.Request, inf interim) (*http.Response, error) {
 	if req.URL.Scheme != "http" || req.Header["Upgrade"] != nil || req.Header["Expect"] != nil {
 		return u.fallback.RoundTrip(req)
 	}
@@ -151,7 +173,7 @@ func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			closeReqBody(req)
 			return nil, err
 		}
-		resp, err := pc.roundTrip(ctx, req)
+		resp, err := pc.roundTrip(ctx, req, inf)
 		if err == nil {
 			return resp, nil
 		}
@@ -406,7 +428,7 @@ func (pc *upConn) alive() bool {
 
 // roundTrip writes req and reads the response head on pc, which is then
 // owned by the response body until it is read to the end or closed.
-func (pc *upConn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+func (pc *upConn) roundTrip(ctx context.Context, req *http.Request, inf interim) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, pc.cancelFn)
 	timeout := pc.u.c.ResponseTimeout
 	pc.nread, pc.nwrite, pc.headRead = 0, 0, false
@@ -446,7 +468,7 @@ func (pc *upConn) roundTrip(ctx context.Context, req *http.Request) (*http.Respo
 		_ = pc.conn.SetReadDeadline(time.Now().Add(timeout))
 	}
 
-	resp, err := pc.readHead(req)
+	resp, err := pc.readHead(req, inf)
 	if err != nil {
 		stop()
 		pc.close()
@@ -480,17 +502,17 @@ func (pc *upConn) write(req *http.Request) error {
 }
 
 // readHead reads the response head, passing 1xx responses other than 101
-// to the request's httptrace.ClientTrace.Got1xxResponse (ReverseProxy
-// forwards them), like http.Transport.
-func (pc *upConn) readHead(req *http.Request) (*http.Response, error) {
+// to inf (nil: skipped), like http.Transport to a client trace's
+// Got1xxResponse.
+func (pc *upConn) readHead(req *http.Request, inf interim) (*http.Response, error) {
 	for {
 		resp, err := http.ReadResponse(pc.br, req)
 		if err != nil {
 			return nil, err
 		}
 		if code := resp.StatusCode; code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-			if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
-				if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+			if inf != nil {
+				if err := inf.got1xx(code, textproto.MIMEHeader(resp.Header)); err != nil {
 					return nil, err
 				}
 				pc.readLimit = pc.u.c.MaxResponseHeaderBytes

@@ -527,6 +527,12 @@ func TestUpstream_IdleTimeout(t *testing.T) {
 // informational responses, bodiless statuses, hop-by-hop removal, a
 // replayable body on a reused connection.
 func TestProxy_UpstreamFeatures(t *testing.T) {
+	for _, p := range proxyPaths {
+		t.Run(p.name, func(t *testing.T) { testProxyUpstreamFeatures(t, p) })
+	}
+}
+
+func testProxyUpstreamFeatures(t *testing.T, p proxyPath) {
 	srv := newCountedServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/trailer":
@@ -550,7 +556,7 @@ func TestProxy_UpstreamFeatures(t *testing.T) {
 		}
 	}))
 	f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", srv.addr())
-	tr := newRouter(t, f.table(t, nil), nil)
+	tr := newRouter(t, f.table(t, nil), p.mod)
 	host := "goteborg.stagesub.test"
 
 	resp, body := tr.do(t, "GET", host, "/trailer", nil, nil)

@@ -1,0 +1,177 @@
+package proxy_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"stagesub.dev/registry"
+	"stagesub.dev/router/proxy"
+)
+
+// TestProxyRules checks the rules of proxying a plain request, on both
+// proxy paths, against an upstream that reports what it received.
+func TestProxyRules(t *testing.T) {
+	step := make(chan struct{})
+	up := newCountedServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		switch r.URL.Path {
+		case "/seen":
+			h.Set("X-Got-Query", r.URL.RawQuery)
+			h.Set("X-Got-Te", strings.Join(r.Header.Values("Te"), ","))
+			h["X-Got-Ua"] = []string{fmt.Sprint(r.Header["User-Agent"])}
+			h.Set("X-Got-Xff", r.Header.Get("X-Forwarded-For"))
+			h.Set("X-Request-Id", "upstream-id")
+			h.Set("Connection", "X-Resp-Hop")
+			h.Set("X-Resp-Hop", "1")
+			h.Set("Proxy-Authenticate", "Basic")
+		case "/early":
+			h.Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			h.Del("Link")
+			h.Set("X-Final", "1")
+		case "/switch":
+			h.Set("Connection", "Upgrade")
+			h.Set("Upgrade", "websocket")
+			w.WriteHeader(http.StatusSwitchingProtocols)
+		case "/short", "/broken":
+			if r.URL.Path == "/short" {
+				h.Set("Content-Length", "100")
+			} // else chunked
+			_, _ = io.WriteString(w, "only ten b")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // closes the connection mid-body
+		case "/late-trailer":
+			w.(http.Flusher).Flush() // chunked, with an empty body
+			h.Set(http.TrailerPrefix+"X-Late", "7") // not announced
+		case "/stream":
+			_, _ = io.WriteString(w, "first\n")
+			w.(http.Flusher).Flush()
+			<-step
+			_, _ = io.WriteString(w, "second\n")
+		}
+	}))
+	t.Cleanup(func() { close(step) }) // before the server's Close: frees a stuck /stream
+	f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", up.addr())
+	const host = "goteborg.stagesub.test"
+
+	for _, p := range proxyPaths {
+		t.Run(p.name, func(t *testing.T) {
+			tr := newRouter(t, f.table(t, nil), p.mod)
+
+			resp, _ := tr.do(t, "GET", host, "/seen?a=1;b=2&c=3", nil, http.Header{
+				"Te":         {"trailers, deflate"},
+				"Connection": {"X-Forwarded-For"},
+				"User-Agent": {""}, // the test client sends none
+			})
+			id := strings.Join(resp.Header.Values(proxy.HeaderRequestID), ",")
+			for _, tt := range []struct{ name, got, want string }{
+				{"query without unparsable parameters", resp.Header.Get("X-Got-Query"), "c=3"},
+				{"TE", resp.Header.Get("X-Got-Te"), "trailers"},
+				{"no User-Agent added", resp.Header.Get("X-Got-Ua"), "[]"},
+				{"X-Forwarded-For set despite Connection", resp.Header.Get("X-Got-Xff"), "127.0.0.1"},
+				{"request id is the router's", fmt.Sprint(len(id), id == "upstream-id"), "32 false"},
+				{"response header named in Connection", resp.Header.Get("X-Resp-Hop"), ""},
+				{"hop-by-hop response header", resp.Header.Get("Proxy-Authenticate"), ""},
+			} {
+				if tt.got != tt.want {
+					t.Errorf("%s: got %q want %q", tt.name, tt.got, tt.want)
+				}
+			}
+			resp, _ = tr.do(t, "GET", host, "/seen", nil, http.Header{"User-Agent": {"orchestra-app/2"}})
+			if got, want := resp.Header.Get("X-Got-Ua"), "[orchestra-app/2]"; got != want {
+				t.Errorf("User-Agent: got %q want %q", got, want)
+			}
+
+			resp, _ = tr.do(t, "GET", host, "/early", nil, nil)
+			if got := resp.Header.Get(proxy.HeaderRequestID); len(got) != 32 || resp.Header.Get("X-Final") != "1" || resp.Header.Get("Link") != "" {
+				t.Errorf("final response after 103: X-Request-Id %q, X-Final %q, Link %q", got, resp.Header.Get("X-Final"), resp.Header.Get("Link"))
+			}
+
+			resp, _ = tr.do(t, "GET", host, "/switch", nil, nil)
+			if got, want := resp.StatusCode, http.StatusBadGateway; got != want {
+				t.Errorf("101 without an upgrade request: status got %d want %d", got, want)
+			}
+
+			for _, path := range []string{"/short", "/broken"} {
+				req, _ := http.NewRequest("GET", tr.srv.URL+path, nil)
+				req.Host = host
+				if resp, err := tr.srv.Client().Do(req); err == nil {
+					b, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err == nil {
+						t.Errorf("%s: the client read %q without an error", path, b)
+					}
+				}
+			}
+
+			resp, body := tr.do(t, "GET", host, "/late-trailer", nil, nil)
+			if got := resp.Trailer.Get("X-Late"); body != "" || got != "7" {
+				t.Errorf("unannounced trailer: got body %q, X-Late %q; want none, 7", body, got)
+			}
+
+			req, _ := http.NewRequest("GET", tr.srv.URL+"/stream", nil)
+			req.Host = host
+			resp, err := tr.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			line := make(chan string, 1)
+			go func() { s, _ := br.ReadString('\n'); line <- s }()
+			select {
+			case got := <-line:
+				if got != "first\n" {
+					t.Errorf("stream: got %q want first", got)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("stream: the first write was not flushed through the router")
+			}
+			step <- struct{}{}
+			if rest, _ := io.ReadAll(br); string(rest) != "second\n" {
+				t.Errorf("stream: rest got %q", rest)
+			}
+		})
+	}
+}
+
+// TestForward_EarlyAnswerToUpload: an upstream that answers a streamed
+// upload before reading it gets its answer to the client, and the requests
+// after it still work (the connection is not pooled with a request half
+// written).
+func TestForward_EarlyAnswerToUpload(t *testing.T) {
+	up := newCountedServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/early" {
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	}))
+	f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", up.addr())
+	tr := newRouter(t, f.table(t, nil), nil)
+	const host = "goteborg.stagesub.test"
+
+	// A streamed upload (no Content-Length, so not buffered for replay).
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = io.WriteString(pw, "part one ")
+		time.Sleep(50 * time.Millisecond)
+		_ = pw.Close()
+	}()
+	resp, _ := tr.do(t, "POST", host, "/early", pr, nil)
+	if got, want := resp.StatusCode, http.StatusAccepted; got != want {
+		t.Errorf("early answer: status got %d want %d", got, want)
+	}
+	for i := range 3 {
+		_, body := tr.do(t, "POST", host, "/", strings.NewReader("payload"), nil)
+		if body != "payload" {
+			t.Errorf("POST %d after the early answer: got %q", i, body)
+		}
+	}
+}
