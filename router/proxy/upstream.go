@@ -495,8 +495,10 @@ func (pc *upConn) roundTrip(ctx context.Context, req *http.Request, inf interim)
 
 // write sends req on pc: the head and, when there is one, the body.
 func (pc *upConn) write(req *http.Request) error {
-	if err := req.Write(pc.bw); err != nil {
-		return err
+	if !writeHead(pc.bw, req) {
+		if err := req.Write(pc.bw); err != nil {
+			return err
+		}
 	}
 	return pc.bw.Flush()
 }
