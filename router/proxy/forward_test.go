@@ -46,7 +46,7 @@ func TestProxyRules(t *testing.T) {
 			w.(http.Flusher).Flush()
 			panic(http.ErrAbortHandler) // closes the connection mid-body
 		case "/late-trailer":
-			w.(http.Flusher).Flush() // chunked, with an empty body
+			w.(http.Flusher).Flush()                // chunked, with an empty body
 			h.Set(http.TrailerPrefix+"X-Late", "7") // not announced
 		case "/stream":
 			_, _ = io.WriteString(w, "first\n")
