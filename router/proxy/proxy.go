@@ -43,6 +43,14 @@
 // router, and their /metrics would expose internals (the admin's: every
 // tenant's counts) to the Internet.
 //
+// Proxy paths: a plain request goes through forward (forward.go), which
+// applies httputil.ReverseProxy's rules without its per-request clones;
+// WebSocket and other upgrades and "Expect: 100-continue" go through an
+// httputil.ReverseProxy, which owns hijacking and the 100-continue exchange.
+// Both share the headers (setForwarded), the balancer loop (roundTrip) and
+// the error pages (fail). A Config.Transport makes every request take the
+// ReverseProxy path.
+//
 // Upstream client: by default requests go out through an Upstream, pooled
 // keep-alive HTTP/1.1 connections written and read on the handler's own
 // goroutine (no per-request goroutine hand-offs); WebSocket and other
@@ -124,10 +132,10 @@ type Config struct {
 	ResponseTimeout      time.Duration // upstream response header timeout; default 60s
 	EjectBase            time.Duration // default 1s
 	EjectMax             time.Duration // default 30s
-	// Transport overrides the upstream transport (tests); default an
-	// Upstream (pooled keep-alive HTTP/1.1 on the handler's goroutine, see
-	// Upstream) built from the timeouts above, with an http.Transport for
-	// protocol upgrades.
+	// Transport overrides the upstream transport (tests); every request
+	// then goes through httputil.ReverseProxy. Default: an Upstream (pooled
+	// keep-alive HTTP/1.1 on the handler's goroutine, see Upstream) built
+	// from the timeouts above, with an http.Transport for protocol upgrades.
 	Transport http.RoundTripper
 }
 
