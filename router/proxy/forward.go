@@ -24,7 +24,7 @@ import (
 // context values and client trace:
 //   - the upstream request is a shallow copy of the client's, with its own
 //     URL and a new header map (values shared, never modified);
-//   - the header leaves out the hop-by-hop headers (hopHeaders and those
+//   - the header leaves out the hop-by-hop headers (isHopHeader and those
 //     named in Connection), the client's X-StageSub-* and its forwarding
 //     headers (Forwarded, X-Forwarded-*), which setForwarded then sets; "TE:
 //     trailers" is kept, and an absent User-Agent stays absent;
@@ -39,11 +39,26 @@ import (
 //     failure while streaming aborts the client's response
 //     (http.ErrAbortHandler), since its status line is already sent.
 
-// hopHeaders are the hop-by-hop headers removed in both directions, besides
-// those named in Connection (httputil.ReverseProxy's list).
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+// isHopHeader reports whether the canonical header key k is hop-by-hop,
+// removed in both directions besides those named in Connection
+// (httputil.ReverseProxy's list).
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+// isForwardingHeader reports whether the canonical header key k is one of
+// the client's forwarding headers, which the router replaces.
+func isForwardingHeader(k string) bool {
+	switch k {
+	case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	}
+	return false
 }
 
 // Shared header values; never modified.
@@ -140,16 +155,9 @@ func (h *Handler) upstreamHeader(r *http.Request, st *reqState) http.Header {
 	in := r.Header
 	out := make(http.Header, len(in)+6)
 	for k, v := range in {
-		switch k {
-		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
-			continue
+		if !isHopHeader(k) && !isForwardingHeader(k) && !isStageSubHeader(k) {
+			out[k] = v
 		}
-		if isStageSubHeader(k) {
-			continue
-		}
-		out[k] = v
 	}
 	deleteConnectionTokens(out, in["Connection"])
 	if httpguts.HeaderValuesContainsToken(in["Te"], "trailers") {
@@ -219,11 +227,13 @@ func deleteConnectionTokens(h http.Header, connection []string) {
 }
 
 // removeHopByHop removes the hop-by-hop headers from h: those named in
-// Connection, then hopHeaders.
+// Connection, then those isHopHeader names.
 func removeHopByHop(h http.Header) {
 	deleteConnectionTokens(h, h["Connection"])
-	for _, k := range hopHeaders {
-		delete(h, k)
+	for k := range h {
+		if isHopHeader(k) {
+			delete(h, k)
+		}
 	}
 }
 
