@@ -89,7 +89,7 @@ func (h *Handler) forward(rw *responseWriter, r *http.Request, st *reqState) {
 	if r.ContentLength == 0 {
 		out.Body = nil
 	}
-	if out.Body != nil {
+	if out.Body != nil && st.replay == nil { // a replayed body is the router's own
 		// The upstream client may still read the body after the handler
 		// returned (an upload the upstream answered early); reading the
 		// client's body then is not allowed.
