@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 
@@ -26,16 +27,19 @@ import (
 //     URL and a new header map (values shared, never modified);
 //   - the header leaves out the hop-by-hop headers (isHopHeader and those
 //     named in Connection), the client's X-StageSub-* and its forwarding
-//     headers (Forwarded, X-Forwarded-*), which setForwarded then sets; "TE:
-//     trailers" is kept, and an absent User-Agent stays absent;
+//     headers (Forwarded, X-Forwarded-*, also spelt with "_"; see
+//     isClientOnlyHeader), which setForwarded then sets; "TE: trailers" is
+//     kept, and an absent User-Agent stays absent; trailers the client
+//     announced are announced, their values are not passed on;
 //   - the query loses unparsable parameters, as with ReverseProxy
 //     (cleanQuery);
 //   - the response loses its hop-by-hop headers and the upstream's
 //     X-Request-Id; trailers are announced and passed on; 1xx responses
 //     (103 Early Hints) are passed on; a 101 without an upgrade request is a
 //     bad gateway;
-//   - the body is streamed with a pooled buffer and flushed after every
-//     write for event streams and responses without a Content-Length; a
+//   - the body is streamed with a pooled buffer; for event streams and
+//     responses without a Content-Length the headers are flushed at once
+//     and the body after every write; a
 //     failure while streaming aborts the client's response
 //     (http.ErrAbortHandler), since its status line is already sent.
 
@@ -86,6 +90,11 @@ func (h *Handler) forward(rw *responseWriter, r *http.Request, st *reqState) {
 	out.RequestURI = ""
 	out.Close = false
 	out.Header = h.upstreamHeader(r, st)
+	// The client's announced trailer names, without values: net/http fills
+	// r.Trailer with every trailer field the client sends, announced or
+	// not, and those must not reach the upstream unfiltered (as with
+	// ReverseProxy, which clones the map before the body is read).
+	out.Trailer = r.Trailer.Clone()
 	if r.ContentLength == 0 {
 		out.Body = nil
 	}
@@ -127,7 +136,11 @@ func (h *Handler) forward(rw *responseWriter, r *http.Request, st *reqState) {
 		hdr.Add("Trailer", strings.Join(keys, ", "))
 	}
 	rw.WriteHeader(resp.StatusCode)
-	if err := h.copyBody(rw, resp.Body, flushEachWrite(resp)); err != nil {
+	flush := flushEachWrite(resp)
+	if flush {
+		rw.Flush() // a stream's headers go out before its first byte
+	}
+	if err := h.copyBody(rw, resp.Body, flush); err != nil {
 		_ = resp.Body.Close()
 		if r.Context().Value(http.ServerContextKey) != nil {
 			panic(http.ErrAbortHandler) // the server recovers it and drops the connection
@@ -155,7 +168,7 @@ func (h *Handler) upstreamHeader(r *http.Request, st *reqState) http.Header {
 	in := r.Header
 	out := make(http.Header, len(in)+6)
 	for k, v := range in {
-		if !isHopHeader(k) && !isForwardingHeader(k) && !isStageSubHeader(k) {
+		if !isHopHeader(k) && !isClientOnlyHeader(k) {
 			out[k] = v
 		}
 	}
@@ -208,10 +221,16 @@ func (h *Handler) setForwarded(out http.Header, r *http.Request, st *reqState) {
 	}
 }
 
-// isStageSubHeader reports whether the header key k is an X-StageSub-* one,
-// in any case.
-func isStageSubHeader(k string) bool {
-	return len(k) >= len(headerPrefix) && strings.EqualFold(k[:len(headerPrefix)], headerPrefix)
+// isClientOnlyHeader reports whether a client's header k must not reach an
+// upstream because the router sets its own: X-StageSub-* and the forwarding
+// headers, in any case and with "_" for "-" (CGI-style upstreams read
+// "X-Stagesub_Tenant" as the router's X-StageSub-Tenant).
+func isClientOnlyHeader(k string) bool {
+	if strings.IndexByte(k, '_') >= 0 {
+		k = textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))
+	}
+	return isForwardingHeader(k) ||
+		len(k) >= len(headerPrefix) && strings.EqualFold(k[:len(headerPrefix)], headerPrefix)
 }
 
 // deleteConnectionTokens deletes from h the headers named in the values of a
@@ -242,6 +261,12 @@ func removeHopByHop(h http.Header) {
 // does, so the router and the upstream never read a query differently.
 // A valid query is returned as is.
 func cleanQuery(s string) string {
+	if s == "" {
+		return s
+	}
+	if queryParamsLimited || strings.Count(s, "&") >= maxQueryParams {
+		return reencodeQuery(s) // what url.ParseQuery refuses, the upstream never gets
+	}
 	for i := 0; i < len(s); {
 		switch s[i] {
 		case ';':
@@ -257,6 +282,15 @@ func cleanQuery(s string) string {
 	}
 	return s
 }
+
+// maxQueryParams is net/url's default limit on a query's parameters: a
+// query with more fails url.ParseQuery, and ReverseProxy then sends none
+// (keep in sync with net/url). queryParamsLimited is set when the
+// urlmaxqueryparams GODEBUG setting is in the environment; ReverseProxy then
+// re-encodes every query, so the limit applies whatever it is.
+const maxQueryParams = 10000
+
+var queryParamsLimited = strings.Contains(os.Getenv("GODEBUG"), "urlmaxqueryparams=")
 
 func reencodeQuery(s string) string {
 	v, _ := url.ParseQuery(s)

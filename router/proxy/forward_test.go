@@ -2,9 +2,12 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +24,12 @@ func TestProxyRules(t *testing.T) {
 		h := w.Header()
 		switch r.URL.Path {
 		case "/seen":
+			var names []string
+			for k := range r.Header {
+				names = append(names, k)
+			}
+			slices.Sort(names)
+			h.Set("X-Got-Names", strings.Join(names, " "))
 			h.Set("X-Got-Query", r.URL.RawQuery)
 			h.Set("X-Got-Te", strings.Join(r.Header.Values("Te"), ","))
 			h["X-Got-Ua"] = []string{fmt.Sprint(r.Header["User-Agent"])}
@@ -48,6 +57,13 @@ func TestProxyRules(t *testing.T) {
 		case "/late-trailer":
 			w.(http.Flusher).Flush()                // chunked, with an empty body
 			h.Set(http.TrailerPrefix+"X-Late", "7") // not announced
+		case "/hold": // headers now, the body never
+			h.Set("X-Held", "1")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		case "/trailers":
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %v", b, r.Trailer)
 		case "/stream":
 			_, _ = io.WriteString(w, "first\n")
 			w.(http.Flusher).Flush()
@@ -64,12 +80,22 @@ func TestProxyRules(t *testing.T) {
 			tr := newRouter(t, f.table(t, nil), p.mod)
 
 			resp, _ := tr.do(t, "GET", host, "/seen?a=1;b=2&c=3", nil, http.Header{
-				"Te":         {"trailers, deflate"},
-				"Connection": {"X-Forwarded-For"},
-				"User-Agent": {""}, // the test client sends none
+				"Te":                  {"trailers, deflate"},
+				"Connection":          {"X-Forwarded-For, X-Custom-Hop"},
+				"X-Custom-Hop":        {"1"},
+				"User-Agent":          {""}, // the test client sends none
+				"Forwarded":           {"for=6.6.6.6"},
+				"Proxy-Authorization": {"Basic c2VjcmV0"},
+				"Proxy-Connection":    {"keep-alive"},
+				"Keep-Alive":          {"timeout=5"},
+				"X-Stagesub_tenant":   {"malmo"},
+				"X-Forwarded_for":     {"6.6.6.6"},
+				"X-Kept":              {"1"},
 			})
 			id := strings.Join(resp.Header.Values(proxy.HeaderRequestID), ",")
 			for _, tt := range []struct{ name, got, want string }{
+				{"header names the upstream got", resp.Header.Get("X-Got-Names"),
+					"Accept-Encoding Te X-Forwarded-For X-Forwarded-Host X-Forwarded-Proto X-Kept X-Request-Id X-Stagesub-Tenant"},
 				{"query without unparsable parameters", resp.Header.Get("X-Got-Query"), "c=3"},
 				{"TE", resp.Header.Get("X-Got-Te"), "trailers"},
 				{"no User-Agent added", resp.Header.Get("X-Got-Ua"), "[]"},
@@ -114,9 +140,38 @@ func TestProxyRules(t *testing.T) {
 				t.Errorf("unannounced trailer: got body %q, X-Late %q; want none, 7", body, got)
 			}
 
-			req, _ := http.NewRequest("GET", tr.srv.URL+"/stream", nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			req, _ := http.NewRequestWithContext(ctx, "GET", tr.srv.URL+"/hold", nil)
 			req.Host = host
-			resp, err := tr.srv.Client().Do(req)
+			if resp, err := tr.srv.Client().Do(req); err != nil {
+				t.Errorf("a stream's headers were not passed on before its body: %v", err)
+			} else if resp.Header.Get("X-Held") != "1" {
+				t.Errorf("hold: headers %v", resp.Header)
+			}
+			cancel()
+
+			c, err := net.Dial("tcp", tr.srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(c, "POST /trailers HTTP/1.1\r\nHost: "+host+"\r\nTransfer-Encoding: chunked\r\n"+
+				"Trailer: X-Forwarded-For\r\n\r\n5\r\nhello\r\n0\r\n"+
+				"X-Forwarded-For: 6.6.6.6\r\nX-Stagesub-Tenant: malmo\r\nX-Request-Id: spoofed\r\n\r\n")
+			tresp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb, _ := io.ReadAll(tresp.Body)
+			if got := string(tb); !strings.HasPrefix(got, "hello ") || strings.ContainsAny(got, "6") ||
+				strings.Contains(got, "malmo") || strings.Contains(got, "spoofed") {
+				t.Errorf("request trailers: the upstream got %q, want the body and no trailer value", got)
+			}
+
+			req, _ = http.NewRequest("GET", tr.srv.URL+"/stream", nil)
+			req.Host = host
+			resp, err = tr.srv.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

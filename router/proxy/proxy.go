@@ -445,7 +445,8 @@ func hasUntried(rt *route.Route, tried []*route.Backend) bool {
 
 // rewrite builds the upstream request on the ReverseProxy path: headers
 // only; the balancer picks the backend. ReverseProxy has already removed
-// hop-by-hop headers and the X-Forwarded-* and Forwarded headers from Out.
+// hop-by-hop headers and the X-Forwarded-* and Forwarded headers from Out;
+// rewrite removes the client's X-StageSub-* and the "_" spellings of both.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	st := pr.In.Context().Value(ctxKey{}).(*reqState)
 	out := pr.Out
@@ -453,7 +454,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = "upstream.invalid" // replaced per attempt by the balancer
 	out.Host = pr.In.Host
 	for k := range out.Header {
-		if isStageSubHeader(k) {
+		if isClientOnlyHeader(k) {
 			delete(out.Header, k)
 		}
 	}

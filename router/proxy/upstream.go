@@ -495,7 +495,9 @@ func (pc *upConn) roundTrip(ctx context.Context, req *http.Request, inf interim)
 
 // write sends req on pc: the head and, when there is one, the body.
 func (pc *upConn) write(req *http.Request) error {
-	if !writeHead(pc.bw, req) {
+	// writeHead skips the client trace's per-field hooks: with a trace,
+	// Request.Write.
+	if httptrace.ContextClientTrace(req.Context()) != nil || !writeHead(pc.bw, req) {
 		if err := req.Write(pc.bw); err != nil {
 			return err
 		}

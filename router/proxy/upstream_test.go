@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -606,4 +607,26 @@ func httptraceWith1xx(ctx context.Context, got func(code int)) context.Context {
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		Got1xxResponse: func(code int, _ textproto.MIMEHeader) error { got(code); return nil },
 	})
+}
+
+// TestUpstream_ClientTraceHooks: a request with a client trace gets its
+// per-field hooks (the fast head writer has none, so it is not used then).
+func TestUpstream_ClientTraceHooks(t *testing.T) {
+	srv := newCountedServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	u := newUpstream(t, proxy.UpstreamConfig{})
+	var fields []string
+	wrote := false
+	_, _, err := send(t, u, "GET", srv.addr(), nil, func(r *http.Request) {
+		r.Header.Set("User-Agent", "")
+		*r = *r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+			WroteHeaderField: func(k string, _ []string) { fields = append(fields, k) },
+			WroteRequest:     func(httptrace.WroteRequestInfo) { wrote = true },
+		}))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(fields, "Host") || !wrote {
+		t.Errorf("trace hooks: fields %v, WroteRequest %v; want Host among the fields, and WroteRequest", fields, wrote)
+	}
 }
