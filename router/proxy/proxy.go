@@ -807,9 +807,6 @@ func (w *responseWriter) WriteHeader(code int) {
 		w.setRequestID()
 	}
 	w.ResponseWriter.WriteHeader(code)
-	if code >= 200 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
-		w.Flush() // an event stream's headers go out at once
-	}
 }
 
 func (w *responseWriter) Write(b []byte) (int, error) {
