@@ -63,9 +63,6 @@ type Cache struct {
 	inflight *flight         // nil when no refresh runs
 	baseCtx  context.Context // set by Run: context of Get's background refreshes
 	gen      uint64
-
-	saveMu   sync.Mutex // serializes saves to StateFile
-	savedGen uint64     // generation last saved: an older report never overwrites a newer one
 }
 
 // flight is one running refresh and the callers waiting for it.
@@ -111,23 +108,17 @@ func (c *Cache) load() {
 		return
 	}
 	c.report.Store(rep)
-	c.gen, c.savedGen = rep.Generation, rep.Generation
+	c.gen = rep.Generation
 	log.Info("loaded the saved stats report", "generation", rep.Generation, "tenants", len(rep.Tenants),
 		"finished_at", rep.FinishedAt, "age", c.o.Now().Sub(rep.FinishedAt).Round(time.Second))
 }
 
-// save writes rep to StateFile unless a newer report was saved already.
+// save writes rep to StateFile. Only run calls it, while its refresh is in
+// flight, so saves never overlap and each is newer than the last.
 func (c *Cache) save(rep *Report) {
-	c.saveMu.Lock()
-	defer c.saveMu.Unlock()
-	if rep.Generation <= c.savedGen {
-		return
-	}
 	err := SaveState(c.o.StateFile, rep)
 	if err != nil {
 		c.o.Logger.Warn("saving the stats report failed; the refresh is published anyway", "path", c.o.StateFile, "err", err)
-	} else {
-		c.savedGen = rep.Generation
 	}
 	if c.o.OnStateSave != nil {
 		c.o.OnStateSave(err)

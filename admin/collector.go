@@ -179,9 +179,8 @@ func (c *Collector) Collect(ctx context.Context, snap *registry.Snapshot, prev *
 			}
 		}
 		if old := prevRows[slug]; c.unchanged(old, now, start) {
-			row.Musicians, row.Projects, row.OpenRequests = old.Musicians, old.Projects, old.OpenRequests
-			row.LastActivity, row.SchemaVersion, row.DatabaseBytes = old.LastActivity, old.SchemaVersion, old.DatabaseBytes
-			row.StatsAt, row.baseline = old.StatsAt, old.baseline
+			row.keepNumbers(old)
+			row.baseline = old.baseline
 			verified := start
 			row.VerifiedAt, row.Reachable, row.Unchanged = &verified, true, true
 			continue
@@ -212,9 +211,8 @@ func (c *Collector) Collect(ctx context.Context, snap *registry.Snapshot, prev *
 		failed++
 		r.Failures++
 		if old != nil && old.StatsAt != nil {
-			r.Musicians, r.Projects, r.OpenRequests = old.Musicians, old.Projects, old.OpenRequests
-			r.LastActivity, r.SchemaVersion, r.DatabaseBytes = old.LastActivity, old.SchemaVersion, old.DatabaseBytes
-			r.StatsAt, r.VerifiedAt = old.StatsAt, old.VerifiedAt
+			r.keepNumbers(old)
+			r.VerifiedAt = old.VerifiedAt
 		}
 	}
 	end := c.now()
@@ -370,4 +368,13 @@ func (c *Collector) read(ctx context.Context, t *registry.Tenant, row *TenantSta
 	row.LastActivity, row.SchemaVersion, row.DatabaseBytes = st.LastActivity, st.SchemaVersion, st.SizeBytes
 	row.StatsAt, row.VerifiedAt = &at, &at
 	return true
+}
+
+// keepNumbers copies the queried numbers of old, and when they were
+// queried, into r: for a tenant not queried again (unchanged) or not
+// reachable. A new queried column belongs here.
+func (r *TenantStats) keepNumbers(old *TenantStats) {
+	r.Musicians, r.Projects, r.OpenRequests = old.Musicians, old.Projects, old.OpenRequests
+	r.LastActivity, r.SchemaVersion, r.DatabaseBytes = old.LastActivity, old.SchemaVersion, old.DatabaseBytes
+	r.StatsAt = old.StatsAt
 }

@@ -11,31 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"stagesub.dev/admin"
+	"stagesub.dev/internal/needbin"
+	"stagesub.dev/internal/syncbuf"
 	"stagesub.dev/registry"
 )
-
-// logBuffer collects log output safely.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // stateFleet is a fleet of three tenants with data and counters, and a
 // cache factory over it: each cache is one admin "process".
@@ -57,13 +40,13 @@ func newStateFleet(t *testing.T) *stateFleet {
 	return f
 }
 
-func (f *stateFleet) cache(log *logBuffer, onSave func(error)) *admin.Cache {
+func (f *stateFleet) cache(log *syncbuf.Buffer, onSave func(error)) *admin.Cache {
 	var h slog.Handler = slog.DiscardHandler
 	if log != nil {
 		h = slog.NewTextHandler(log, nil)
 	}
 	return admin.NewCache(admin.CacheOptions{
-		Collector: &admin.Collector{Source: f.src, Activity: f.act, Logger: slog.New(slog.DiscardHandler)},
+		Collector: &admin.Collector{Source: f.src, Activity: f.act, Logger: quiet},
 		Snapshot:  func() *registry.Snapshot { return f.snap },
 		StateFile: f.path, OnStateSave: onSave, Logger: slog.New(h),
 	})
@@ -171,7 +154,7 @@ func TestCacheStateRefused(t *testing.T) {
 			if rep, err := admin.LoadState(f.path); err == nil || rep != nil || !strings.Contains(err.Error(), tt.warn) {
 				t.Errorf("LoadState = %v, %v; want nil and an error containing %q", rep, err, tt.warn)
 			}
-			var log logBuffer
+			var log syncbuf.Buffer
 			c := f.cache(&log, nil)
 			if !c.Report().Empty() {
 				t.Errorf("report at start = generation %d, want empty", c.Report().Generation)
@@ -201,7 +184,7 @@ func TestCacheStateRefused(t *testing.T) {
 func TestCacheStateSaveFails(t *testing.T) {
 	f := newStateFleet(t)
 	f.path = filepath.Join(t.TempDir(), "missing-dir", "stats.json")
-	var log logBuffer
+	var log syncbuf.Buffer
 	var saves []error
 	c := f.cache(&log, func(err error) { saves = append(saves, err) })
 	rep, err := c.Refresh(context.Background())
@@ -220,7 +203,8 @@ func TestCacheStateSaveFails(t *testing.T) {
 }
 
 // readOnly makes dir refuse new files, also for root (chattr +i), and undoes
-// it at cleanup. It skips the test when that is not possible.
+// it at cleanup. A missing chattr fails in CI (needbin); the test is skipped
+// only when the filesystem refuses the immutable flag.
 func readOnly(t *testing.T, dir string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -230,10 +214,11 @@ func readOnly(t *testing.T, dir string) {
 		t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
 		return
 	}
-	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
-		t.Skipf("root and no chattr +i here (%v: %s): cannot make a read-only directory", err, out)
+	chattr := needbin.Path(t, "chattr", "apt-get install e2fsprogs")
+	if out, err := exec.Command(chattr, "+i", dir).CombinedOutput(); err != nil {
+		t.Skipf("root, and this filesystem refuses chattr +i (%v: %s): cannot make a read-only directory", err, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("chattr", "-i", dir).Run() })
+	t.Cleanup(func() { _ = exec.Command(chattr, "-i", dir).Run() })
 }
 
 // TestSaveStateAtomic: the file is replaced whole or not at all, and no

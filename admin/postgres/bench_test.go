@@ -115,15 +115,7 @@ func (f *benchFleet) write(tb testing.TB, n, k int) {
 func benchRefresh(b *testing.B, f *benchFleet, n int, mode string) {
 	c := f.c
 	kind, transport, _ := strings.Cut(mode, "/")
-	snap := &registry.Snapshot{Tenants: map[string]*registry.Tenant{}, Instances: map[string][]registry.Instance{}}
-	for i, name := range f.dbs[:n] {
-		slug := fmt.Sprintf("t%04d", i)
-		d := registry.Database{Host: "127.0.0.1", Port: c.Port(), Name: name}
-		if transport == "unix" {
-			d.Host = c.SocketDir()
-		}
-		snap.Tenants[slug] = &registry.Tenant{Slug: slug, Name: slug, Status: registry.StatusActive, Database: d}
-	}
+	snap := fleet(f.dbs[:n], c, transport == "unix")
 	src, err := postgres.New(postgres.Config{DSN: "sslmode=disable", Password: admintest.StatsPassword})
 	if err != nil {
 		b.Fatal(err)
