@@ -107,7 +107,6 @@ func (h *Handler) forward(rw *responseWriter, r *http.Request, st *reqState) {
 		out.Body = b
 	}
 	resp, err := h.roundTrip(st, out)
-	st.rw = nil // no more 1xx
 	if err != nil {
 		h.fail(rw, r, st, err)
 		return
@@ -318,9 +317,9 @@ func flushEachWrite(resp *http.Response) bool {
 // write when flush is set. A read error other than the end of the body or
 // a cancellation is logged.
 func (h *Handler) copyBody(rw *responseWriter, body io.Reader, flush bool) error {
-	bp := h.bufferPool.Get()
-	defer h.bufferPool.Put(bp)
-	buf := bp
+	bp := h.bufferPool.get()
+	defer h.bufferPool.put(bp)
+	buf := *bp
 	for {
 		n, rerr := body.Read(buf)
 		if rerr != nil && rerr != io.EOF && !errors.Is(rerr, context.Canceled) {
@@ -351,9 +350,6 @@ func (h *Handler) copyBody(rw *responseWriter, body io.Reader, flush bool) error
 // while the request is in flight.
 func (st *reqState) got1xx(code int, header textproto.MIMEHeader) error {
 	rw := st.rw
-	if rw == nil {
-		return nil
-	}
 	hdr := rw.Header()
 	for k, vv := range header {
 		hdr[k] = append(hdr[k], vv...)

@@ -173,18 +173,13 @@ func New(c Config) *Handler {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&c.NoInstanceWait, 2*time.Second)
-	def(&c.NoInstanceRetryAfter, 5*time.Second)
-	def(&c.MaintenanceRetry, 60*time.Second)
-	def(&c.DialTimeout, 2*time.Second)
-	def(&c.ResponseTimeout, 60*time.Second)
-	def(&c.EjectBase, time.Second)
-	def(&c.EjectMax, 30*time.Second)
+	orDefault(&c.NoInstanceWait, 2*time.Second)
+	orDefault(&c.NoInstanceRetryAfter, 5*time.Second)
+	orDefault(&c.MaintenanceRetry, 60*time.Second)
+	orDefault(&c.DialTimeout, defaultDialTimeout)
+	orDefault(&c.ResponseTimeout, defaultResponseTimeout)
+	orDefault(&c.EjectBase, time.Second)
+	orDefault(&c.EjectMax, 30*time.Second)
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
 	}
@@ -226,10 +221,10 @@ func New(c Config) *Handler {
 // uses one for protocol upgrades.
 func NewTransport(dialTimeout, responseTimeout time.Duration) *http.Transport {
 	return &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          4096,
-		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       90 * time.Second,
+		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: tcpKeepAlive}).DialContext,
+		MaxIdleConns:          defaultMaxIdle,
+		MaxIdleConnsPerHost:   defaultMaxIdlePerHost,
+		IdleConnTimeout:       defaultIdleTimeout,
 		ResponseHeaderTimeout: responseTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
@@ -268,8 +263,8 @@ type reqState struct {
 	// (NoInstanceWait); a request waits at most once.
 	waited bool
 
-	// The forward path's upstream request and the client's response
-	// writer while 1xx responses may arrive (see forward).
+	// The forward path's upstream request, and the client's response
+	// writer, which 1xx responses go to (nil on the ReverseProxy path).
 	out    http.Request
 	outURL url.URL
 	rw     *responseWriter
@@ -344,14 +339,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if h.c.MaxBodyBytes > 0 && r.Body != nil && r.Body != http.NoBody {
+	if h.c.MaxBodyBytes > 0 && hasBody(r) {
 		if r.ContentLength > h.c.MaxBodyBytes {
 			pageTooLarge.write(rw, st.requestID)
 			return
 		}
 		r.Body = http.MaxBytesReader(rw, r.Body, h.c.MaxBodyBytes)
 	}
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= h.c.RetryBodyLimit {
+	if hasBody(r) && r.ContentLength > 0 && r.ContentLength <= h.c.RetryBodyLimit {
 		buf := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, buf); err != nil {
 			var mbe *http.MaxBytesError
@@ -458,10 +453,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 			delete(out.Header, k)
 		}
 	}
-	h.setForwarded(out.Header, pr.In, st)
-	if st.replay != nil {
-		out.Body = io.NopCloser(bytes.NewReader(st.replay))
-	}
+	h.setForwarded(out.Header, pr.In, st) // the body is set per attempt by roundTrip
 }
 
 // setCanonical is h.Set(key, v) for a key already in canonical form
@@ -483,7 +475,7 @@ func (b balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 // attempt and retrying per the package rules.
 func (h *Handler) roundTrip(st *reqState, req *http.Request) (*http.Response, error) {
 	var body *countingBody
-	if req.Body != nil && req.Body != http.NoBody && st.replay == nil {
+	if hasBody(req) && st.replay == nil {
 		body = &countingBody{rc: req.Body}
 	}
 	var lastErr error = errNoBackend
@@ -516,7 +508,7 @@ func (h *Handler) roundTrip(st *reqState, req *http.Request) (*http.Response, er
 		out.URL.Host = be.Addr
 		switch {
 		case st.replay != nil:
-			out.Body = io.NopCloser(bytes.NewReader(st.replay))
+			out.Body, _ = st.replayBody()
 			out.GetBody = st.replayBody // the transport may send it again
 		case body != nil:
 			out.Body = body
@@ -863,14 +855,21 @@ func (r *releaseBody) Close() error {
 
 type bufferPool struct{ p sync.Pool }
 
-func (p *bufferPool) Get() []byte {
+// get returns a pooled 32 KiB buffer; put takes it back. Keeping the
+// pointer spares an allocation per response (Put's &b).
+func (p *bufferPool) get() *[]byte {
 	if b, ok := p.p.Get().(*[]byte); ok {
-		return *b
+		return b
 	}
-	return make([]byte, 32<<10)
+	b := make([]byte, 32<<10)
+	return &b
 }
 
-func (p *bufferPool) Put(b []byte) { p.p.Put(&b) }
+func (p *bufferPool) put(b *[]byte) { p.p.Put(b) }
+
+// Get and Put are httputil.BufferPool's, for the ReverseProxy path.
+func (p *bufferPool) Get() []byte  { return *p.get() }
+func (p *bufferPool) Put(b []byte) { p.put(&b) }
 
 // slogWriter adapts ReverseProxy's log.Logger output to slog.
 type slogWriter struct{ l *slog.Logger }

@@ -75,27 +75,39 @@ type Upstream struct {
 	sweeper *time.Timer // armed while idle connections exist
 }
 
+// Upstream connection defaults, shared by Upstream and NewTransport.
+const (
+	defaultDialTimeout     = 2 * time.Second
+	defaultResponseTimeout = 60 * time.Second
+	defaultIdleTimeout     = 90 * time.Second
+	defaultMaxIdlePerHost  = 512
+	defaultMaxIdle         = 4096
+	tcpKeepAlive           = 30 * time.Second
+)
+
+// orDefault sets *d to v when it is zero.
+func orDefault(d *time.Duration, v time.Duration) {
+	if *d == 0 {
+		*d = v
+	}
+}
+
 // NewUpstream returns an Upstream for c.
 func NewUpstream(c UpstreamConfig) *Upstream {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&c.DialTimeout, 2*time.Second)
-	def(&c.ResponseTimeout, 60*time.Second)
-	def(&c.IdleTimeout, 90*time.Second)
+	orDefault(&c.DialTimeout, defaultDialTimeout)
+	orDefault(&c.ResponseTimeout, defaultResponseTimeout)
+	orDefault(&c.IdleTimeout, defaultIdleTimeout)
 	if c.MaxIdlePerHost <= 0 {
-		c.MaxIdlePerHost = 512
+		c.MaxIdlePerHost = defaultMaxIdlePerHost
 	}
 	if c.MaxIdle <= 0 {
-		c.MaxIdle = 4096
+		c.MaxIdle = defaultMaxIdle
 	}
 	if c.MaxResponseHeaderBytes <= 0 {
 		c.MaxResponseHeaderBytes = 10 << 20
 	}
 	u := &Upstream{c: c, idle: map[string][]*upConn{}, fallback: c.Fallback}
-	u.dialer = net.Dialer{Timeout: c.DialTimeout, KeepAlive: 30 * time.Second}
+	u.dialer = net.Dialer{Timeout: c.DialTimeout, KeepAlive: tcpKeepAlive}
 	if u.fallback == nil {
 		u.fallback = NewTransport(c.DialTimeout, c.ResponseTimeout)
 	}
@@ -121,17 +133,14 @@ func (u *Upstream) CloseIdleConnections() {
 	}
 }
 
-// IdleConns returns the number of pooled idle connections (tests, metrics).
-func (u *Upstream) IdleConns() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.nidle
-}
 
 // RoundTrip sends req to req.URL.Host and returns the response head; the
 // body streams from the connection. It implements http.RoundTripper and,
 // like it, closes req.Body.
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "http" || viaReverseProxy(req) {
+		return u.fallback.RoundTrip(req)
+	}
 	var inf interim
 	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
 		inf = traceInterim{trace}
@@ -152,19 +161,18 @@ func (t traceInterim) got1xx(code int, header textproto.MIMEHeader) error {
 	return t.t.Got1xxResponse(code, header)
 }
 
-// send is RoundTrip with the 1xx responses passed to inf (nil: dropped).
+// send is RoundTrip for a plain http request (no upgrade, no expected
+// 100-continue: RoundTrip sends those to the fallback), with the 1xx
+// responses passed to inf (nil: dropped).
 func (u *Upstream) send(req *http.Request, inf interim) (*http.Response, error) {
-	if req.URL.Scheme != "http" || req.Header["Upgrade"] != nil || req.Header["Expect"] != nil {
-		return u.fallback.RoundTrip(req)
-	}
 	ctx := req.Context()
 	if err := ctx.Err(); err != nil {
 		closeReqBody(req)
 		return nil, err
 	}
 	addr := req.URL.Host
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(addr, "80")
+	if req.URL.Port() == "" {
+		addr = net.JoinHostPort(req.URL.Hostname(), "80")
 	}
 	fresh := false
 	for {
@@ -557,13 +565,13 @@ func (pc *upConn) release() {
 		pc.u.put(pc)
 		return
 	}
-	done := pc.writeDone
-	pc.writeDone = nil
+	done, body := pc.writeDone, pc.reqBody
+	pc.writeDone, pc.reqBody = nil, nil // a pooled connection keeps no request's body
 	select {
 	case err := <-done:
 		pc.putIf(err)
 	default:
-		if pc.reqBody.eof.Load() {
+		if body.eof.Load() {
 			pc.putIf(<-done)
 			return
 		}
