@@ -133,7 +133,6 @@ func (u *Upstream) CloseIdleConnections() {
 	}
 }
 
-
 // RoundTrip sends req to req.URL.Host and returns the response head; the
 // body streams from the connection. It implements http.RoundTripper and,
 // like it, closes req.Body.
