@@ -195,6 +195,14 @@ func TestMaxBodyBytes(t *testing.T) {
 	if got, want := resp.StatusCode, 200; got != want {
 		t.Errorf("status got %d want %d", got, want)
 	}
+	// A streamed (chunked) body is only found too large while it is sent.
+	for _, p := range proxyPaths {
+		tr := newRouter(t, f.table(t, nil), p.with(func(c *proxy.Config) { c.MaxBodyBytes = 10 }))
+		resp, _ := tr.do(t, "POST", "goteborg.stagesub.test", "/", io.MultiReader(strings.NewReader(strings.Repeat("x", 100))), nil)
+		if got, want := resp.StatusCode, http.StatusRequestEntityTooLarge; got != want {
+			t.Errorf("%s: chunked body over the limit: status got %d want %d", p.name, got, want)
+		}
+	}
 }
 
 // TestWebSocketAndSSE_SurviveRoutingChange opens a WebSocket echo and an SSE

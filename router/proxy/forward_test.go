@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,20 +196,35 @@ func TestProxyRules(t *testing.T) {
 	}
 }
 
-// TestForward_EarlyAnswerToUpload: an upstream that answers a streamed
-// upload before reading it gets its answer to the client, and the requests
-// after it still work (the connection is not pooled with a request half
-// written).
-func TestForward_EarlyAnswerToUpload(t *testing.T) {
-	up := newCountedServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/early" {
-			w.WriteHeader(http.StatusAccepted)
-			return
+// earlyAnswerUpstream answers /early with 202 as soon as it has the request
+// head, then reads the upload to its end; other requests are echoed.
+func earlyAnswerUpstream(t *testing.T) (addr string, conns *atomic.Int64) {
+	return rawUpstream(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/early" {
+				_, _ = io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+				_, _ = io.Copy(io.Discard, req.Body)
+				continue
+			}
+			b, _ := io.ReadAll(req.Body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
 		}
-		b, _ := io.ReadAll(r.Body)
-		_, _ = w.Write(b)
-	}))
-	f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", up.addr())
+	})
+}
+
+// TestForward_EarlyAnswerToUpload: an upstream's answer to a streamed upload
+// before its end reaches the client, and the requests after it still work
+// (the connection is not pooled with a request half written). net/http's
+// server reads what is left of the upload before it sends the answer, so
+// the client's upload ends first here; TestUpstream_EarlyAnswerToUpload
+// shows the upstream client itself does not wait for it.
+func TestForward_EarlyAnswerToUpload(t *testing.T) {
+	addr, _ := earlyAnswerUpstream(t)
+	f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", addr)
 	tr := newRouter(t, f.table(t, nil), nil)
 	const host = "goteborg.stagesub.test"
 
@@ -228,5 +244,48 @@ func TestForward_EarlyAnswerToUpload(t *testing.T) {
 		if body != "payload" {
 			t.Errorf("POST %d after the early answer: got %q", i, body)
 		}
+	}
+}
+
+// TestUpstream_EarlyAnswerToUpload: the upstream client returns an answer
+// that comes before the end of a streamed upload at once, keeps sending the
+// upload, and pools the connection once the upload is sent.
+func TestUpstream_EarlyAnswerToUpload(t *testing.T) {
+	addr, conns := earlyAnswerUpstream(t)
+	u := newUpstream(t, proxy.UpstreamConfig{})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = io.WriteString(pw, "part one ") }()
+	req, _ := http.NewRequest("POST", "http://"+addr+"/early", pr)
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := u.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the early answer was not returned while the upload was still open")
+	}
+	_, _ = io.WriteString(pw, "part two")
+	_ = pw.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for u.IdleConns() != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, body, err := send(t, u, "POST", addr, strings.NewReader("payload"), nil); err != nil || body != "payload" {
+		t.Fatalf("next request: %v %q", err, body)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("upstream connections: got %d, want 1 (pooled once the upload was sent)", n)
 	}
 }

@@ -265,7 +265,7 @@ func (u *Upstream) conn(ctx context.Context, addr string, fresh bool) (*upConn, 
 		pc.raw, _ = sc.SyscallConn()
 	}
 	pc.peekFn = pc.peek
-	pc.cancelFn = pc.cancel
+	pc.cancelFn = pc.close
 	pc.br = bufio.NewReaderSize(pc, 4<<10)
 	pc.bw = bufio.NewWriterSize(countWriter{pc}, 4<<10)
 	return pc, nil
@@ -363,8 +363,7 @@ type upConn struct {
 	nread, nwrite int64 // bytes through conn
 	readLimit     int64 // bytes that may still be read; the header limit while reading a head
 
-	canceled atomic.Bool // the request's context ended; conn is closed
-	closed   atomic.Bool
+	closed atomic.Bool
 
 	// writeDone carries the body writer's result (requests with a body);
 	// reqBody is the body it reads.
@@ -376,7 +375,7 @@ type upConn struct {
 	headRead   bool
 
 	peekFn   func(fd uintptr) bool // pc.peek, bound once
-	cancelFn func()                // pc.cancel, bound once
+	cancelFn func()                // pc.close, bound once: run when the request's context ends
 	peekBuf  [1]byte
 	peekN    int
 	peekErr  error
@@ -409,13 +408,6 @@ func (pc *upConn) close() {
 	if pc.closed.CompareAndSwap(false, true) {
 		_ = pc.conn.Close()
 	}
-}
-
-// cancel runs when the request's context ends: it closes the connection so
-// that a blocked read or write returns.
-func (pc *upConn) cancel() {
-	pc.canceled.Store(true)
-	pc.close()
 }
 
 // alive reports whether a pooled connection can take a request: the
@@ -636,10 +628,8 @@ func (b *upBody) Read(p []byte) (int, error) {
 		b.eof = true
 		b.finish(true)
 	case err != nil:
-		if b.pc.canceled.Load() {
-			if cerr := b.ctx.Err(); cerr != nil {
-				err = cerr
-			}
+		if cerr := b.ctx.Err(); cerr != nil {
+			err = cerr // the context ended, and closed the connection
 		}
 		b.finish(false)
 	}

@@ -221,13 +221,14 @@ func TestUpstream_StalePooledConnection(t *testing.T) {
 		method    string
 		body      string
 		header    string
+		noGetBody bool // a streamed body, which cannot be sent again
 		wantRetry bool // else the error is returned
 	}{
-		{"GET is retried", "GET", "", "", true},
-		{"HEAD is retried", "HEAD", "", "", true},
-		{"POST is not", "POST", "x", "", false},
-		{"POST with Idempotency-Key is", "POST", "x", "Idempotency-Key", true},
-		{"PUT without GetBody is not", "PUT", "x", "", false},
+		{"GET is retried", "GET", "", "", false, true},
+		{"HEAD is retried", "HEAD", "", "", false, true},
+		{"POST is not", "POST", "x", "", false, false},
+		{"POST with Idempotency-Key is", "POST", "x", "Idempotency-Key", false, true},
+		{"POST with Idempotency-Key without GetBody is not", "POST", "x", "Idempotency-Key", true, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -259,8 +260,8 @@ func TestUpstream_StalePooledConnection(t *testing.T) {
 				if tc.header != "" {
 					r.Header.Set(tc.header, "k1")
 				}
-				if tc.method == "PUT" {
-					r.GetBody = nil // a streamed body
+				if tc.noGetBody {
+					r.GetBody = nil
 				}
 			})
 			if tc.wantRetry {
@@ -632,5 +633,86 @@ func TestUpstream_ClientTraceHooks(t *testing.T) {
 	}
 	if !slices.Contains(fields, "Host") || !wrote {
 		t.Errorf("trace hooks: fields %v, WroteRequest %v; want Host among the fields, and WroteRequest", fields, wrote)
+	}
+}
+
+// TestProxy_ReplaysBufferedBody: a small body is buffered, so a POST with an
+// Idempotency-Key that meets a pooled connection the upstream closes is sent
+// again, whole, on a new connection.
+func TestProxy_ReplaysBufferedBody(t *testing.T) {
+	for _, p := range proxyPaths {
+		t.Run(p.name, func(t *testing.T) {
+			var got atomic.Value
+			addr, conns := rawUpstream(t, func(i int, c net.Conn, br *bufio.Reader) {
+				for n := 0; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					b, _ := io.ReadAll(req.Body)
+					if i == 0 && n == 1 {
+						return // closes instead of answering
+					}
+					got.Store(string(b))
+					_, _ = io.WriteString(c, okResponse)
+				}
+			})
+			f := newFleet().tenant("goteborg", registry.StatusActive).instance("goteborg", "g1", addr)
+			tr := newRouter(t, f.table(t, nil), p.mod)
+			const host = "goteborg.stagesub.test"
+			if resp, _ := tr.do(t, "GET", host, "/", nil, nil); resp.StatusCode != 200 {
+				t.Fatalf("warm-up: %d", resp.StatusCode)
+			}
+			resp, _ := tr.do(t, "POST", host, "/", strings.NewReader("payload"), http.Header{"Idempotency-Key": {"k1"}})
+			if resp.StatusCode != 200 || got.Load() != "payload" {
+				t.Errorf("got %d, upstream read %q; want 200 and the whole body sent again", resp.StatusCode, got.Load())
+			}
+			if n := conns.Load(); n != 2 {
+				t.Errorf("upstream connections: got %d, want 2", n)
+			}
+		})
+	}
+}
+
+// TestUpstream_BodyClosedEarly: a response body closed before its end
+// closes the connection; it is never pooled half read.
+func TestUpstream_BodyClosedEarly(t *testing.T) {
+	srv := newCountedServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(bytes.Repeat([]byte("x"), 64<<10))
+	}))
+	u := newUpstream(t, proxy.UpstreamConfig{})
+	req, _ := http.NewRequest("GET", "http://"+srv.addr()+"/", nil)
+	resp, err := u.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := resp.Body.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := u.IdleConns(); n != 0 {
+		t.Errorf("idle connections after an early close: got %d, want 0", n)
+	}
+	if _, body, err := send(t, u, "GET", srv.addr(), nil, nil); err != nil || len(body) != 64<<10 {
+		t.Fatalf("next request: %v, %d bytes", err, len(body))
+	}
+	if n := srv.conns.Load(); n != 2 {
+		t.Errorf("upstream connections: got %d, want 2", n)
+	}
+}
+
+// TestUpstream_ResponseHeaderLimit: a response head over
+// MaxResponseHeaderBytes is an error, not read to its end.
+func TestUpstream_ResponseHeaderLimit(t *testing.T) {
+	addr, _ := rawUpstream(t, func(i int, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("y", 1000)+"\r\nContent-Length: 2\r\n\r\nok")
+	})
+	u := newUpstream(t, proxy.UpstreamConfig{MaxResponseHeaderBytes: 100})
+	_, _, err := send(t, u, "GET", addr, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "exceed") {
+		t.Errorf("got %v, want the header limit's error", err)
 	}
 }
