@@ -20,23 +20,6 @@ import (
 	"stagesub.dev/registry"
 )
 
-// counters returns db's write counters as the superuser sees them now.
-func counters(tb testing.TB, c *pgtest.Cluster, db string) (ins, upd, del int64) {
-	tb.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, c.AdminURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	err = conn.QueryRow(ctx, `SELECT pg_stat_clear_snapshot(), tup_inserted, tup_updated, tup_deleted
-		FROM pg_stat_database WHERE datname = $1`, db).Scan(nil, &ins, &upd, &del)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return ins, upd, del
-}
-
 // crash kills a backend of c with SIGKILL: the postmaster resets every
 // backend and runs crash recovery, which discards the statistics. It
 // returns once c accepts connections again.
@@ -127,15 +110,15 @@ func TestRestartFromState(t *testing.T) {
 			// crashes and loses the statistics; afterwards b's counters
 			// are brought back to exactly the saved baseline (other
 			// writes): only the statistics epoch tells them apart.
-			ins, upd, del := counters(t, c, e.dbs[1])
+			ins, upd, del := admintest.Counters(t, c, e.dbs[1])
 			writeFlushed(t, c, e.dbs[1], fmt.Sprintf(addMusicians, 2))
 			crash(t, c)
-			if got, _, _ := counters(t, c, e.dbs[1]); got >= ins {
+			if got, _, _ := admintest.Counters(t, c, e.dbs[1]); got >= ins {
 				t.Fatalf("after the crash tup_inserted = %d, want below %d (statistics discarded)", got, ins)
 			}
 			// Inactive musicians and no-op updates/deletes do not change
 			// the numbers (the stats view counts active musicians).
-			i0, u0, d0 := counters(t, c, e.dbs[1])
+			i0, u0, d0 := admintest.Counters(t, c, e.dbs[1])
 			if ins-i0 < max(upd-u0, del-d0) || upd < u0 || del < d0 {
 				t.Fatalf("cannot pad %d/%d/%d to %d/%d/%d", i0, u0, d0, ins, upd, del)
 			}
@@ -144,7 +127,7 @@ func TestRestartFromState(t *testing.T) {
 				DELETE FROM musicians WHERE name IN (SELECT 'pad' || g FROM generate_series(1, %d) g)`,
 				ins-i0, upd-u0, del-d0)
 			writeFlushed(t, c, e.dbs[1], pad)
-			if i, u, d := counters(t, c, e.dbs[1]); i != ins || u != upd || d != del {
+			if i, u, d := admintest.Counters(t, c, e.dbs[1]); i != ins || u != upd || d != del {
 				t.Fatalf("counters after padding = %d/%d/%d, want the baseline %d/%d/%d", i, u, d, ins, upd, del)
 			}
 		}, restored: true, queried: []int{0, 1, 2}, tenants: 3, musicians: 11},

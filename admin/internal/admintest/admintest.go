@@ -119,28 +119,36 @@ func Fill(ctx context.Context, url string, d Data) error {
 // when it exits, a moment after it has disconnected).
 func Settle(tb testing.TB, c *pgtest.Cluster, db string, inserted int64) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, _, _ := Counters(tb, c, db)
+		if n >= inserted {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: tup_inserted = %d, want %d: statistics not flushed", db, n, inserted)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Counters returns db's write counters (pg_stat_database) as the superuser
+// sees them now.
+func Counters(tb testing.TB, c *pgtest.Cluster, db string) (ins, upd, del int64) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, c.AdminURL())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	for {
-		var n int64
-		err := conn.QueryRow(ctx, "SELECT pg_stat_clear_snapshot(), tup_inserted FROM pg_stat_database WHERE datname = $1", db).Scan(nil, &n)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if n >= inserted {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			tb.Fatalf("%s: tup_inserted = %d, want %d: statistics not flushed", db, n, inserted)
-		case <-time.After(20 * time.Millisecond):
-		}
+	err = conn.QueryRow(ctx, `SELECT pg_stat_clear_snapshot(), tup_inserted, tup_updated, tup_deleted
+		FROM pg_stat_database WHERE datname = $1`, db).Scan(nil, &ins, &upd, &del)
+	if err != nil {
+		tb.Fatal(err)
 	}
+	return ins, upd, del
 }
 
 // Inserts is how many rows Fill inserts for d.
